@@ -1,0 +1,95 @@
+"""Finding the EC2 recipient certificate at run time.
+
+amibundle ships no EC2 certificate of its own. It looks where users of the
+classic tools already keep one, in this order:
+
+1. an explicit path (``--ec2cert``);
+2. ``$AMIBUNDLE_EC2_CERT`` (a file);
+3. ``$EC2_AMITOOL_HOME/etc/ec2/amitools/``, then ``$EC2_HOME/etc/ec2/amitools/``;
+4. ``/opt/aws/amitools/ec2/etc/ec2/amitools/`` (Amazon Linux's classic tools);
+5. the ``certs/`` folder beside the package (or ``<prefix>/share/amibundle/certs``).
+
+In the folders, the file is chosen by region: ``cert-ec2-gov.pem`` for
+``us-gov-*``, ``cert-ec2-cn-north-1.pem`` for ``cn-*``, else ``cert-ec2.pem``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from amibundle.errors import CertificateError
+
+__all__ = ["CertificateLookup", "certificate_file_for_region", "find_ec2_certificate"]
+
+_CLASSIC_SUBDIR = Path("etc/ec2/amitools")
+_AMAZON_LINUX_DIR = Path("/opt/aws/amitools/ec2/etc/ec2/amitools")
+_PACKAGE_CERTS = Path(__file__).resolve().parent.parent / "certs"
+_SHARE_CERTS = Path(sys.prefix) / "share" / "amibundle" / "certs"
+
+
+def certificate_file_for_region(region: str | None) -> str:
+    if region and region.startswith("us-gov-"):
+        return "cert-ec2-gov.pem"
+    if region and region.startswith("cn-"):
+        return "cert-ec2-cn-north-1.pem"
+    return "cert-ec2.pem"
+
+
+@dataclass(frozen=True)
+class CertificateLookup:
+    """Where a certificate was found and how (for ``--json`` and messages)."""
+
+    path: Path
+    source: str
+
+
+def _region_from(region: str | None, env: Mapping[str, str]) -> str | None:
+    return region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
+
+
+def _candidate_dirs(env: Mapping[str, str]) -> list[tuple[Path, str]]:
+    dirs: list[tuple[Path, str]] = []
+    for var in ("EC2_AMITOOL_HOME", "EC2_HOME"):
+        if env.get(var):
+            dirs.append((Path(env[var]) / _CLASSIC_SUBDIR, f"${var}"))
+    dirs.append((_AMAZON_LINUX_DIR, "classic tools on Amazon Linux"))
+    dirs.append((_PACKAGE_CERTS, "amibundle certs folder"))
+    if _SHARE_CERTS != _PACKAGE_CERTS:
+        dirs.append((_SHARE_CERTS, "amibundle installed certs folder"))
+    return dirs
+
+
+def find_ec2_certificate(
+    explicit: Path | None = None,
+    *,
+    region: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> CertificateLookup:
+    """The EC2 certificate to wrap the bundle key for, or one clear error
+    listing every place looked at."""
+    env = os.environ if env is None else env
+    if explicit is not None:
+        if not explicit.is_file():
+            raise CertificateError(f"EC2 certificate {explicit} does not exist or is not a file")
+        return CertificateLookup(explicit, "--ec2cert")
+    if env.get("AMIBUNDLE_EC2_CERT"):
+        path = Path(env["AMIBUNDLE_EC2_CERT"])
+        if not path.is_file():
+            raise CertificateError(f"$AMIBUNDLE_EC2_CERT names {path}, which is not a file")
+        return CertificateLookup(path, "$AMIBUNDLE_EC2_CERT")
+    name = certificate_file_for_region(_region_from(region, env))
+    looked: list[str] = []
+    for folder, source in _candidate_dirs(env):
+        path = folder / name
+        if path.is_file():
+            return CertificateLookup(path, source)
+        looked.append(str(path))
+    raise CertificateError(
+        f"no EC2 certificate {name} found (looked in: {', '.join(looked)})",
+        hint="pass one with --ec2cert FILE or set AMIBUNDLE_EC2_CERT; the classic "
+        "ec2-ami-tools ship it in etc/ec2/amitools/",
+    )
