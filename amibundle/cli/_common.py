@@ -1,0 +1,42 @@
+"""Pieces shared by the command modules: version text, summaries, sizes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from amibundle import __version__
+
+__all__ = ["CLASSIC_VERSION", "NOTICE", "human_size", "print_json", "rate", "version_text"]
+
+CLASSIC_VERSION = "1.5.3 20071010"  # the ec2-ami-tools release and manifest format we match
+NOTICE = (
+    "amibundle is a reimplementation of Amazon's ec2-ami-tools, compatible with\n"
+    "their command-line interface and bundle format. Licensed under Apache-2.0."
+)
+
+
+def version_text(tool: str | None) -> str:
+    """``ec2-bundle-image 1.5.3 20071010 (amibundle 0.1.0)`` and the notice,
+    in the classic layout, so scripts reading the second word still work."""
+    head = f"{tool} {CLASSIC_VERSION}" if tool else CLASSIC_VERSION
+    return f"{head} (amibundle {__version__})\n\n{NOTICE}\n"
+
+
+def human_size(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(nbytes) < 1024 or unit == "GiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError
+
+
+def rate(nbytes: int, seconds: float) -> str:
+    return f"{nbytes / max(seconds, 1e-6) / 1e6:.0f} MB/s"
+
+
+def print_json(data: Mapping[str, Any]) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")

@@ -1,0 +1,286 @@
+"""``amibundle bundle-image`` / ``ec2-bundle-image``: bundle an image file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from amibundle import api
+from amibundle.cli._common import human_size, print_json, rate, version_text
+from amibundle.cli._options import (
+    OptionParser,
+    Style,
+    add_check,
+    add_common_options,
+    existing_dir,
+    existing_file,
+    integer,
+    mandatory,
+)
+from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._prompt import ask_value, confirm
+from amibundle.compression import Compression, default_threads
+from amibundle.errors import UsageError
+from amibundle.manifest import DEFAULT_PART_SIZE
+from amibundle.pipeline import DEFAULT_LEVEL, Codec
+from amibundle.validate import detect_architecture
+
+__all__ = ["build_parser", "run"]
+
+DESCRIPTION = (
+    "Bundle an image file for EC2: tar, gzip, AES-128-CBC, 10 MiB parts and a "
+    "signed manifest, written to the destination folder."
+)
+MANUAL = f"""{DESCRIPTION}
+
+The image is read once; holes of a sparse image are never read. Parts are written
+under temporary names and appear, manifest last, only when the bundle is complete.
+The bundle key is encrypted for your certificate (-c) and for EC2's (--ec2cert, or
+found as the README's "EC2 certificates" section describes).
+
+Example:
+  ec2-bundle-image -i root.img -c cert.pem -k pk.pem -u 1234-5678-9012 -r x86_64 -d out/
+"""
+KNOWN_ARCHITECTURES = ("i386", "x86_64")
+
+
+def add_key_options(parser: OptionParser) -> None:
+    """-c/-k/-u/--ec2cert/--region: shared with bundle-vol."""
+    mandatory(
+        parser,
+        "-c",
+        "--cert",
+        metavar="PATH",
+        type=existing_file,
+        help="your PEM X.509 certificate; its key receives a copy of the bundle key",
+    )
+    mandatory(
+        parser,
+        "-k",
+        "--privatekey",
+        metavar="PATH",
+        type=existing_file,
+        help="your PEM RSA private key; signs the manifest",
+    )
+    mandatory(
+        parser,
+        "-u",
+        "--user",
+        metavar="ACCOUNT",
+        help="your 12-digit AWS account number (dashes allowed)",
+    )
+    parser.add_argument(
+        "--ec2cert",
+        metavar="PATH",
+        type=existing_file,
+        help="EC2's certificate (default: found by region, see README)",
+    )
+    parser.add_argument(
+        "--region",
+        metavar="REGION",
+        help="picks the EC2 certificate: us-gov-* and cn-* have their own (default: $AWS_REGION)",
+    )
+
+
+def add_manifest_options(parser: OptionParser) -> None:
+    """Manifest metadata: shared with bundle-vol."""
+    parser.add_argument(
+        "-r",
+        "--arch",
+        metavar="ARCH",
+        help="i386 or x86_64 (default: this machine's, asked for interactively)",
+    )
+    parser.add_argument(
+        "--productcodes",
+        metavar="CODES",
+        help="comma-separated product codes, one manifest entry each",
+    )
+    parser.add_argument("--kernel", metavar="ID", help="default kernel id (aki-...)")
+    parser.add_argument("--ramdisk", metavar="ID", help="default ramdisk id (ari-...)")
+    parser.add_argument(
+        "-B",
+        "--block-device-mapping",
+        metavar="MAPS",
+        action="append",
+        default=[],
+        help="virtual=device pairs, comma-separated, e.g. "
+        "ami=sda1,root=/dev/sda1,ephemeral0=sdb (repeatable)",
+    )
+    parser.add_argument(
+        "--no-size-checks",
+        action="store_true",
+        help="allow images over EC2's 10 GiB limit (for other clouds)",
+    )
+
+
+def add_output_options(parser: OptionParser) -> None:
+    """Our additions to the classic flags."""
+    parser.add_argument(
+        "--part-size",
+        metavar="BYTES",
+        type=integer,
+        default=DEFAULT_PART_SIZE,
+        help="size of each part (default: 10 MiB, what EC2 expects)",
+    )
+    parser.add_argument(
+        "--threads",
+        metavar="N",
+        type=integer,
+        default=default_threads(),
+        help="compression threads (default: all cores)",
+    )
+    parser.add_argument(
+        "--compress",
+        choices=[c.value for c in Compression],
+        default="gzip",
+        help="gzip (default; the only one EC2 accepts) or zstd (faster, for "
+        "bundles that never go to EC2)",
+    )
+    parser.add_argument(
+        "--compress-level",
+        metavar="N",
+        type=integer,
+        default=DEFAULT_LEVEL,
+        help=f"1 (fastest) to 9 (smallest); default {DEFAULT_LEVEL}",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing bundle of the same name"
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+
+
+def build_parser(style: Style, prog: str) -> OptionParser:
+    parser = OptionParser(
+        prog,
+        style=style,
+        description=DESCRIPTION,
+        manual=MANUAL,
+        version=version_text(prog if style is Style.CLASSIC else None),
+    )
+    mandatory(
+        parser, "-i", "--image", metavar="PATH", type=existing_file, help="the image file to bundle"
+    )
+    add_key_options(parser)
+    parser.add_argument(
+        "-d",
+        "--destination",
+        metavar="DIR",
+        type=existing_dir,
+        default=Path("/tmp"),
+        help="where parts and manifest are written (default: /tmp)",
+    )
+    parser.add_argument(
+        "-p",
+        "--prefix",
+        metavar="NAME",
+        help="bundle file names and image name (default: the image's name)",
+    )
+    add_manifest_options(parser)
+    parser.add_argument(
+        "--image-type",
+        choices=["machine", "kernel", "ramdisk"],
+        default="machine",
+        help="what the image is (default: machine)",
+    )
+    parser.add_argument(
+        "--kernel-name", metavar="NAME", help="for --image-type kernel: the kernel's name"
+    )
+    add_output_options(parser)
+    add_common_options(parser)
+    add_check(parser, _check_combinations)
+    return parser
+
+
+def _check_combinations(args: argparse.Namespace) -> None:
+    if args.image_type == "kernel" and not args.kernel_name:
+        raise UsageError("--image-type kernel needs --kernel-name")
+    if args.kernel_name and args.image_type != "kernel":
+        raise UsageError("--kernel-name is only for --image-type kernel")
+
+
+def choose_architecture(args: argparse.Namespace) -> str:
+    """-r, else the detected one (offered for change when interactive); an
+    unusual value must be confirmed, as with the classic tools."""
+    arch: str = args.arch or ask_value(
+        "Please specify a value for arch", detect_architecture(), batch=args.batch
+    )
+    if arch not in KNOWN_ARCHITECTURES:
+        confirm(
+            f"warning: architecture {arch!r} is not one of {', '.join(KNOWN_ARCHITECTURES)}",
+            "Are you sure you want to continue?",
+            batch=args.batch,
+        )
+    return arch
+
+
+def codec_of(args: argparse.Namespace) -> Codec:
+    compression = Compression(args.compress)
+    if compression is Compression.ZSTD and not args.json:
+        print(
+            "warning: zstd bundles cannot be registered in EC2; use them only elsewhere", flush=True
+        )
+    return Codec(compression, args.compress_level, args.threads)
+
+
+def note_missing_mappings(mappings: list[str]) -> None:
+    given = {item.split("=", 1)[0].strip() for value in mappings for item in value.split(",")}
+    for name in ("ami", "root"):
+        if mappings and name not in given:
+            print(
+                f"note: the block device mapping has no {name!r} entry; EC2 applies a "
+                "default at launch"
+            )
+
+
+def report(result: api.BundleResult, *, json_output: bool, tool: str) -> None:
+    if json_output:
+        print_json(result.to_dict())
+        return
+    for path in result.part_paths:
+        print(f"Created {path.name}")
+    print(f"Created {result.manifest_path.name}")
+    print(
+        f"{tool} complete: {len(result.part_paths)} parts, {human_size(result.bundled_size)} "
+        f"in {result.manifest_path.parent} in {result.seconds:.1f} s "
+        f"({rate(result.data_size, result.seconds)} of image data)"
+    )
+
+
+def run(args: argparse.Namespace, style: Style) -> int | None:
+    arch = choose_architecture(args)
+    note_missing_mappings(args.block_device_mapping)
+    codec = codec_of(args)
+    if not args.json:
+        print(f"Bundling {args.image} into {args.destination} ...", flush=True)
+    progress = TqdmProgress(quiet=args.quiet or args.json)
+    try:
+        result = api.bundle_image(
+            args.image,
+            cert=args.cert,
+            private_key=args.privatekey,
+            user=args.user,
+            destination=args.destination,
+            prefix=args.prefix,
+            ec2_cert=args.ec2cert,
+            region=args.region,
+            arch=arch,
+            kernel_id=args.kernel,
+            ramdisk_id=args.ramdisk,
+            product_codes=[args.productcodes] if args.productcodes else [],
+            block_device_mapping=args.block_device_mapping,
+            image_type=args.image_type,
+            kernel_name=args.kernel_name,
+            size_checks=not args.no_size_checks,
+            part_size=args.part_size,
+            codec=codec,
+            force=args.force,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    report(
+        result,
+        json_output=args.json,
+        tool="ec2-bundle-image" if style is Style.CLASSIC else "bundle-image",
+    )
+    return None

@@ -1,0 +1,1 @@
+"""Tests of the command-line layer: option parsing, exit codes, progress bars."""
