@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -226,3 +227,17 @@ def test_any_layout_round_trips_through_gnu_tools(
         result.manifest_path, private_key=user_id.key, destination=back, cert=user_id.cert
     )
     assert unbundled.image_path.read_bytes() == image.read_bytes()
+
+
+@pytest.mark.parametrize(("part_size", "digits"), [(10_000, 1), (100, 2), (40, 3)])
+def test_part_names_follow_the_digit_rule(
+    tmp_path: Path, user_id: Identity, part_size: int, digits: int
+) -> None:
+    image = write_image(tmp_path / "disk.img", 5000, [(0, os.urandom(4864))])  # incompressible
+    result = bundle(image, tmp_path / "out", user_id, part_size=part_size)
+    names = [p.name for p in result.part_paths]
+    assert len(str(len(names))) == digits
+    assert names == [f"disk.img.part.{i:0{digits}d}" for i in range(len(names))]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        [*names, "disk.img.manifest.xml"]
+    )
