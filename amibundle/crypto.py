@@ -226,7 +226,8 @@ class CbcEncryptor:
         self._pad = 0  # bytes fed so far modulo the block size
         self._sink = sink
         self._max_chunk = max_chunk
-        self._buf = bytearray(max_chunk + AES_BLOCK - 1)
+        # close() feeds up to one whole block of padding through the same buffer.
+        self._buf = bytearray(max(max_chunk, AES_BLOCK) + AES_BLOCK - 1)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
@@ -273,10 +274,13 @@ class CbcDecryptor:
             self._held = bytes(self._buf[n - AES_BLOCK : n])
 
     def close(self) -> None:
-        leftover = self._ctx.finalize()
+        try:
+            whole_blocks = not self._ctx.finalize()
+        except ValueError:  # a partial last block: the stream was cut short
+            whole_blocks = False
         block = self._held
         fill = block[-1] if block else 0
-        if leftover or not 1 <= fill <= AES_BLOCK or block[-fill:] != bytes([fill]) * fill:
+        if not whole_blocks or not 1 <= fill <= AES_BLOCK or block[-fill:] != bytes([fill]) * fill:
             raise IntegrityError(
                 "the encrypted data does not end with valid padding: "
                 "a part is truncated or damaged, or the key is wrong"
