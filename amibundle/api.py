@@ -48,7 +48,7 @@ from amibundle.errors import (
 from amibundle.files import temp_output, write_atomically
 from amibundle.parts import DirectoryPartSink, PartReader, PartSpec
 from amibundle.pipeline import Codec, bundle_stream, read_all_parts, unbundle_stream
-from amibundle.progress import NullProgress, Progress, Stage
+from amibundle.progress import Progress, Stage
 from amibundle.sparse import SparseWriter, carve_zero_runs, data_extents
 from amibundle.tarstream import Extent, Member, MemberInfo
 from amibundle.validate import (
@@ -532,20 +532,17 @@ def verify_bundle(
     first_unread = 0
     if private_key is not None:
         checks += ["decryption", "tar stream", "image digest"]
-        progress = progress or NullProgress()
-        reader = PartReader(
-            specs, m.bundled_size, on_bytes=lambda n: progress.advance(Stage.VERIFY, n)
-        )
-        progress.start(Stage.VERIFY, m.bundled_size)
+        reader = PartReader(specs, m.bundled_size)
         try:
             key = _bundle_key(parsed, private_key)
-            result = unbundle_stream(reader, key, lambda member: _Discard())
+            result = unbundle_stream(
+                reader, key, lambda member: _Discard(), progress=progress, stage=Stage.VERIFY
+            )
             _check_tar_result(m, result.tar_sha1, result.member)
         except AmibundleError as err:
             problems.append(str(err))
         finally:
             reader.close()
-            progress.finish(Stage.VERIFY)
         first_unread = reader.checked
     problems += _digest_problems(specs[first_unread:], m.bundled_size)
     unique = tuple(dict.fromkeys(problems))  # a missing part is found by two checks

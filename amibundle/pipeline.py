@@ -43,18 +43,17 @@ from amibundle.sparse import read_extents
 from amibundle.tarstream import Extent, Member, MemberInfo, SingleMemberReader
 
 __all__ = [
-    "DEFAULT_LEVEL",
     "BundleStreamResult",
     "Codec",
     "UnbundleStreamResult",
     "MemberWriter",
     "bundle_stream",
     "read_all_parts",
+    "tar_size",
     "tar_stream",
     "unbundle_stream",
 ]
 
-DEFAULT_LEVEL = 3
 _READ_BUFFER = 1 << 20
 
 
@@ -63,7 +62,7 @@ class Codec:
     """How the tar stream is compressed."""
 
     compression: Compression = Compression.GZIP
-    level: int = DEFAULT_LEVEL
+    level: int | None = None  # None: the compression's default (compression.DEFAULT_LEVELS)
     threads: int = field(default_factory=default_threads)
 
 
@@ -105,6 +104,13 @@ def tar_stream(fd: int, member: MemberInfo) -> Iterator[bytes | memoryview]:
     yield tarstream.end_of_archive(written)
 
 
+def tar_size(member: MemberInfo) -> int:
+    """The length of :func:`tar_stream` for ``member`` (for progress totals)."""
+    body = len(tarstream.encode_header(member)) + tarstream.stored_size(member)
+    body += len(tarstream.padding(tarstream.stored_size(member)))
+    return body + len(tarstream.end_of_archive(body))
+
+
 def bundle_stream(
     fd: int,
     member: MemberInfo,
@@ -128,13 +134,13 @@ def bundle_stream(
         codec.compression, codec.level, codec.threads, _Encrypting(encryptor)
     )
     tar_hash = hashlib.sha1()
-    tar_size = 0
-    progress.start(Stage.READ, tarstream.stored_size(member))
+    tar_bytes = 0
+    progress.start(Stage.READ, tar_size(member))
     try:
         for piece in tar_stream(fd, member):
             tar_hash.update(piece)
             compressor.write(piece)
-            tar_size += len(piece)
+            tar_bytes += len(piece)
             progress.advance(Stage.READ, len(piece))
         compressor.close()  # flushes the last blocks and the gzip trailer
         encryptor.close()
@@ -144,7 +150,7 @@ def bundle_stream(
         progress.finish(Stage.READ, err)
         raise
     progress.finish(Stage.READ)
-    return BundleStreamResult(tar_hash.hexdigest(), tar_size, tuple(records), splitter.total)
+    return BundleStreamResult(tar_hash.hexdigest(), tar_bytes, tuple(records), splitter.total)
 
 
 def _close_quietly(stream: BinaryIO) -> None:
@@ -237,11 +243,13 @@ def unbundle_stream(
     open_output: Callable[[Member], MemberWriter],
     *,
     progress: Progress | None = None,
+    stage: Stage = Stage.EXTRACT,
 ) -> UnbundleStreamResult:
     """Decrypts, decompresses and un-tars ``parts``; ``open_output`` is called
     with the member's header and returns where its data goes. Part digests
     are checked by ``parts``; the caller compares ``tar_sha1`` with the
-    manifest."""
+    manifest. Progress (bytes of image data, as ``stage``) is reported from
+    the calling thread, so a listener may raise to stop the work."""
     progress = progress or NullProgress()
     decrypted = io.BufferedReader(_Decrypting(parts, key), _READ_BUFFER)
     compression = detect(decrypted.peek(4)[:4])
@@ -251,13 +259,16 @@ def unbundle_stream(
         reader = SingleMemberReader(io.BufferedReader(hashing, _READ_BUFFER))
         member = reader.read_header()
         output = open_output(member)
-        progress.start(Stage.EXTRACT, member.size)
+        progress.start(stage, sum(extent.length for extent in member.sparse_map))
         for offset, data in reader.iter_data():
             output.write(offset, data)
-            progress.advance(Stage.EXTRACT, len(data))
+            progress.advance(stage, len(data))
         reader.finish()
         output.finish(member.size)
-        progress.finish(Stage.EXTRACT)
+        progress.finish(stage)
+    except BaseException as err:
+        progress.finish(stage, err)
+        raise
     finally:
         _close_quietly(decompressed)
     return UnbundleStreamResult(member, hashing.sha1.hexdigest(), hashing.size, compression)
