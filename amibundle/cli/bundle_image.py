@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from amibundle import api
@@ -19,10 +20,10 @@ from amibundle.cli._options import (
 )
 from amibundle.cli._progress import TqdmProgress
 from amibundle.cli._prompt import ask_value, confirm
-from amibundle.compression import Compression, default_threads
+from amibundle.compression import DEFAULT_LEVELS, Compression, default_threads
 from amibundle.errors import UsageError
 from amibundle.manifest import DEFAULT_PART_SIZE
-from amibundle.pipeline import DEFAULT_LEVEL, Codec
+from amibundle.pipeline import Codec
 from amibundle.validate import detect_architecture
 
 __all__ = ["build_parser", "run"]
@@ -140,8 +141,10 @@ def add_output_options(parser: OptionParser) -> None:
         "--compress-level",
         metavar="N",
         type=integer,
-        default=DEFAULT_LEVEL,
-        help=f"1 (fastest) to 9 (smallest); default {DEFAULT_LEVEL}",
+        default=None,
+        help="gzip: 1 (fastest) to 9 (smallest), default "
+        f"{DEFAULT_LEVELS[Compression.GZIP]} (within ~13%% of gzip -9); "
+        f"zstd: 1 to 22, default {DEFAULT_LEVELS[Compression.ZSTD]}",
     )
     parser.add_argument(
         "--force", action="store_true", help="replace an existing bundle of the same name"
@@ -215,9 +218,10 @@ def choose_architecture(args: argparse.Namespace) -> str:
 
 def codec_of(args: argparse.Namespace) -> Codec:
     compression = Compression(args.compress)
-    if compression is Compression.ZSTD and not args.json:
+    if compression is Compression.ZSTD:
         print(
-            "warning: zstd bundles cannot be registered in EC2; use them only elsewhere", flush=True
+            "warning: zstd bundles cannot be registered in EC2; use them only elsewhere",
+            file=sys.stderr,
         )
     return Codec(compression, args.compress_level, args.threads)
 
