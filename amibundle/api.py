@@ -50,7 +50,7 @@ from amibundle.parts import DirectoryPartSink, PartReader, PartSpec
 from amibundle.pipeline import Codec, bundle_stream, read_all_parts, unbundle_stream
 from amibundle.progress import Progress, Stage
 from amibundle.sparse import SparseWriter, carve_zero_runs, data_extents
-from amibundle.tarstream import Extent, Member, MemberInfo
+from amibundle.tarstream import Extent, Member, MemberInfo, stored_size
 from amibundle.validate import (
     IMAGE_TYPES,
     check_image_size,
@@ -275,7 +275,7 @@ def bundle_image(
         part_paths=tuple(part_paths),
         name=name,
         image_size=st.st_size,
-        data_size=tarstream_data_size(member),
+        data_size=stored_size(member),
         tar_size=stream.tar_size,
         bundled_size=stream.bundled_size,
         digest=stream.tar_sha1,
@@ -283,12 +283,6 @@ def bundle_image(
         ec2_certificate=ec2_lookup.path,
         seconds=time.monotonic() - started,
     )
-
-
-def tarstream_data_size(member: MemberInfo) -> int:
-    if member.extents is None:
-        return member.size
-    return sum(e.length for e in member.extents)
 
 
 def _remove_stale_parts(destination: Path, prefix: str, keep: set[str]) -> None:

@@ -53,11 +53,11 @@ class TempOutput:
                 self.path.unlink()
 
     def publish(self, *, overwrite: bool, mode: int = 0o644, mtime: int | None = None) -> Path:
-        """Makes the file durable (fsync), sets its mode and time, renames it
-        to the final name, and closes it."""
+        """Sets the file's mode and time, closes it and renames it to the final
+        name. Like tar, cp and gunzip it leaves write-back to the kernel: an
+        fsync would wait for the whole image to reach the disk."""
         try:
             os.fchmod(self.fd, mode)
-            os.fsync(self.fd)
             self._close()
             if mtime is not None:
                 os.utime(self.path, (mtime, mtime))

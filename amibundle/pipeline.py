@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import itertools
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -161,65 +162,155 @@ def _close_quietly(stream: BinaryIO) -> None:
 # --- unbundling --------------------------------------------------------------
 
 
-class _Decrypting(io.RawIOBase):
-    """Readable decrypted bytes of a readable ciphertext stream."""
+def _decrypted_chunks(parts: PartReader, key: BundleKey) -> Iterator[bytes]:
+    """The plaintext of the concatenated parts, in chunks of about 1 MiB."""
+    ready: deque[bytes] = deque()
+    decryptor = CbcDecryptor(key, lambda view: ready.append(bytes(view)))
+    buffer = bytearray(_READ_BUFFER)
+    while n := parts.readinto(memoryview(buffer)):
+        decryptor.write(memoryview(buffer)[:n])
+        yield from ready
+        ready.clear()
+    decryptor.close()  # checks the padding
+    yield from ready
 
-    def __init__(self, source: PartReader, key: BundleKey) -> None:
-        super().__init__()
-        self._source = source
-        self._ready: deque[bytes] = deque()
-        self._offset = 0  # into self._ready[0]
-        self._decryptor = CbcDecryptor(key, lambda view: self._ready.append(bytes(view)))
-        self._buffer = bytearray(_READ_BUFFER)
-        self._eof = False
 
-    def readable(self) -> bool:
-        return True
+class _Prefetched:
+    """A readable stream fed by a worker thread that runs ``chunks`` ahead of
+    the reader (a few chunks at most). Reading the parts, checking their
+    digests and decrypting thus run beside decompression, which has a thread
+    of its own. Errors of the worker are raised to the reader."""
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while not self._ready:
-            if self._eof:
-                return 0
-            n = self._source.readinto(memoryview(self._buffer))
-            if n:
-                self._decryptor.write(memoryview(self._buffer)[:n])
-            else:
-                self._eof = True
-                self._decryptor.close()
-        head = self._ready[0]
-        n = min(len(buffer), len(head) - self._offset)
-        buffer[:n] = head[self._offset : self._offset + n]
+    _END = b""
+
+    def __init__(self, chunks: Iterator[bytes], depth: int = 4) -> None:
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(depth)
+        self._stopping = threading.Event()
+        self._chunk = b""  # the chunk being read, from self._offset on
+        self._offset = 0
+        self._done = False
+        self._thread = threading.Thread(
+            target=self._run, args=(chunks,), name="amibundle-decrypt", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, chunks: Iterator[bytes]) -> None:
+        try:
+            for chunk in chunks:
+                if self._stopping.is_set():
+                    return
+                if chunk:
+                    self._put(chunk)
+            self._put(self._END)
+        except BaseException as err:  # handed to the reader
+            self._put(err)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _fill(self) -> bool:
+        """Makes sure unread bytes are at hand; False at the end of the stream."""
+        while self._offset == len(self._chunk) and not self._done:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            self._done = item == self._END
+            self._chunk, self._offset = item, 0
+        return self._offset < len(self._chunk)
+
+    def peek(self, size: int) -> bytes:
+        return self._chunk[self._offset : self._offset + size] if self._fill() else b""
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._fill():
+            return b""
+        chunk, start = self._chunk, self._offset
+        end = len(chunk) if size < 0 else min(len(chunk), start + size)
+        self._offset = end
+        return chunk if start == 0 and end == len(chunk) else chunk[start:end]
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:
+        if not self._fill():
+            return 0
+        n = min(len(buffer), len(self._chunk) - self._offset)
+        memoryview(buffer)[:n] = memoryview(self._chunk)[self._offset : self._offset + n]
         self._offset += n
-        if self._offset == len(head):
-            self._ready.popleft()
-            self._offset = 0
         return n
 
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join()
 
-class _Hashing(io.RawIOBase):
-    """Passes a stream through while hashing it (the tar stream's SHA-1)."""
+
+class _Hashing:
+    """Passes the decompressed stream through while hashing it (the tar
+    stream's SHA-1). ``read`` hands on the decompressor's own bytes objects:
+    no copy, and the tar reader's chunks stay independent of each other."""
 
     def __init__(self, source: BinaryIO) -> None:
-        super().__init__()
         self._source = source
         self.sha1 = hashlib.sha1()
         self.size = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+    def read(self, size: int = -1) -> bytes:
         try:
-            n = self._source.readinto(buffer)  # type: ignore[attr-defined]
+            data = self._source.read(size)
         except DECOMPRESSION_ERRORS as err:
             if isinstance(err, IntegrityError):
                 raise
             raise IntegrityError(
                 f"the compressed stream inside the bundle is damaged ({err})"
             ) from None
-        self.sha1.update(memoryview(buffer)[:n])
-        self.size += n
-        return int(n)
+        self.sha1.update(data)
+        self.size += len(data)
+        return data
+
+
+class _BackgroundWriter:
+    """Runs a :class:`MemberWriter` in a worker thread, so the kernel's time
+    writing the image overlaps hashing and tar parsing in the calling thread.
+    The queue is short, which bounds memory; the first error the worker meets
+    is raised in the calling thread at the next call."""
+
+    def __init__(self, inner: MemberWriter, depth: int = 8) -> None:
+        self._inner = inner
+        self._queue: queue.Queue[tuple[int, memoryview] | None] = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="amibundle-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:  # after an error, drain so no put() blocks forever
+                try:
+                    self._inner.write(*item)
+                except BaseException as err:  # handed to the calling thread
+                    self._error = err
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def write(self, offset: int, data: memoryview) -> None:
+        self._check()
+        self._queue.put((offset, data))
+
+    def stop(self) -> None:
+        """Waits for the queued writes; safe to call more than once."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def finish(self, size: int) -> None:
+        self.stop()
+        self._check()
+        self._inner.finish(size)
 
 
 @dataclass(frozen=True)
@@ -251,14 +342,19 @@ def unbundle_stream(
     manifest. Progress (bytes of image data, as ``stage``) is reported from
     the calling thread, so a listener may raise to stop the work."""
     progress = progress or NullProgress()
-    decrypted = io.BufferedReader(_Decrypting(parts, key), _READ_BUFFER)
-    compression = detect(decrypted.peek(4)[:4])
-    decompressed = open_decompressor(compression, decrypted)
-    hashing = _Hashing(decompressed)
+    decrypted = _Prefetched(_decrypted_chunks(parts, key))
     try:
-        reader = SingleMemberReader(io.BufferedReader(hashing, _READ_BUFFER))
+        compression = detect(decrypted.peek(4))
+        decompressed = open_decompressor(compression, decrypted)  # type: ignore[arg-type]
+    except BaseException:
+        decrypted.close()
+        raise
+    hashing = _Hashing(decompressed)
+    output: _BackgroundWriter | None = None
+    try:
+        reader = SingleMemberReader(hashing)  # type: ignore[arg-type]  # needs read() only
         member = reader.read_header()
-        output = open_output(member)
+        output = _BackgroundWriter(open_output(member))
         progress.start(stage, sum(extent.length for extent in member.sparse_map))
         for offset, data in reader.iter_data():
             output.write(offset, data)
@@ -270,7 +366,10 @@ def unbundle_stream(
         progress.finish(stage, err)
         raise
     finally:
+        if output is not None:
+            output.stop()
         _close_quietly(decompressed)
+        decrypted.close()
     return UnbundleStreamResult(member, hashing.sha1.hexdigest(), hashing.size, compression)
 
 
