@@ -143,7 +143,7 @@ def add_output_options(parser: OptionParser) -> None:
         type=integer,
         default=None,
         help="gzip: 1 (fastest) to 9 (smallest), default "
-        f"{DEFAULT_LEVELS[Compression.GZIP]} (within ~13%% of gzip -9); "
+        f"{DEFAULT_LEVELS[Compression.GZIP]} (parts within 15%% of gzip -9); "
         f"zstd: 1 to 22, default {DEFAULT_LEVELS[Compression.ZSTD]}",
     )
     parser.add_argument(
