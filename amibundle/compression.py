@@ -4,7 +4,7 @@ go to EC2), both multi-threaded, both a single stream.
 gzip is written pigz-style: blocks are deflated in parallel, each with the
 previous 32 KiB as dictionary, and joined into ONE ordinary gzip member, the
 form every gunzip and EC2 read. Levels 1-3 use ISA-L (the fastest deflate
-there is: ~450 MB/s a core at level 2 on root file systems), levels 4-9
+there is: 330-450 MB/s a core at level 2 on root file systems), levels 4-9
 zlib-ng (better ratios, ~100 MB/s a core). The default, 2, is the fastest
 level whose output stays within 15% of ``gzip -9`` on such data (14.8% on
 the benchmark's 1.2 GB of /usr files; see benchmarks/README.md).
