@@ -15,8 +15,9 @@ unexpected exception          1       1
 
 The classic codes are those of ``classic-cli.md`` §1.6. An error class that
 needs a specific classic status (3 for S3, 10, 12, …) says so with a
-``classic_exit`` class attribute; it is read with ``getattr`` so
-:mod:`amibundle.errors` need not know about the CLI.
+``classic_exit`` class attribute, and one that needs the same status in both
+families with ``exit_code`` (8 for a declined question); they are read with
+``getattr`` so :mod:`amibundle.errors` need not know about the CLI.
 """
 
 from __future__ import annotations
@@ -66,10 +67,13 @@ def exit_code_for(error: BaseException, style: Style) -> int:
         return codes.interrupted
     if not isinstance(error, AmibundleError):
         return codes.internal
+    # An error may fix its status for both families (``exit_code``) or for
+    # the classic tools only (``classic_exit``, from classic-cli.md).
+    explicit = getattr(error, "exit_code", None)
     if style is Style.CLASSIC:
-        explicit = getattr(error, "classic_exit", None)
-        if isinstance(explicit, int):
-            return explicit
+        explicit = getattr(error, "classic_exit", explicit)
+    if isinstance(explicit, int):
+        return explicit
     return codes.usage if isinstance(error, UsageError) else codes.failure
 
 

@@ -27,7 +27,7 @@ class DeclinedError(AmibundleError):
     """The user answered no. The classic tools then exited 0, which looks
     like success; amibundle exits 8 so scripts can tell."""
 
-    classic_exit = 8
+    exit_code = 8
 
 
 def interactive(batch: bool) -> bool:

@@ -332,3 +332,11 @@ def test_progress_behind_batching_adds_up_and_tolerates_odd_calls() -> None:
     assert inner.done(Stage.READ) == 0
     inner.close()
     assert inner.done(Stage.VERIFY) == 9
+
+
+@pytest.mark.parametrize("style", list(Style))
+def test_a_declined_question_exits_8_in_both_families(style: Style) -> None:
+    """The classic tools exited 0 after a "no", which looked like success."""
+    from amibundle.cli._prompt import DeclinedError
+
+    assert exit_code_for(DeclinedError("stopped"), style) == 8

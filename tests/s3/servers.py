@@ -268,7 +268,8 @@ class SeaweedServer(S3Server):
             raise
 
     def stop(self) -> None:
-        """Terminate weed (SIGTERM, then SIGKILL after 10 s) and remove its files."""
+        """Terminate weed (SIGTERM, then SIGKILL after 2 s: its data is thrown away) and
+        remove its files."""
         self._terminate()
         if self._own_workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
@@ -278,10 +279,10 @@ class SeaweedServer(S3Server):
         if process is not None and process.poll() is None:
             self._signal(process, signal.SIGTERM)
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 self._signal(process, signal.SIGKILL)
-                process.wait(timeout=10)
+                process.wait(timeout=2)
 
     @staticmethod
     def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
