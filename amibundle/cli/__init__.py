@@ -12,12 +12,22 @@ import argparse
 import logging
 import signal
 import sys
+import textwrap
 from collections.abc import Sequence
 from types import FrameType, ModuleType
 from typing import NoReturn
 
 from amibundle import __version__
-from amibundle.cli import bundle_image, inspect, keygen, unbundle, verify
+from amibundle.cli import (
+    bundle_image,
+    delete,
+    download,
+    inspect,
+    keygen,
+    unbundle,
+    upload,
+    verify,
+)
 from amibundle.cli._common import version_text
 from amibundle.cli._errors import run_cli
 from amibundle.cli._options import Style
@@ -27,7 +37,10 @@ __all__ = [
     "classic_main",
     "ec2_ami_tools_version",
     "ec2_bundle_image",
+    "ec2_delete_bundle",
+    "ec2_download_bundle",
     "ec2_unbundle",
+    "ec2_upload_bundle",
     "main",
 ]
 
@@ -37,16 +50,30 @@ COMMANDS: dict[str, ModuleType] = {
     "verify": verify,
     "inspect": inspect,
     "keygen": keygen,
+    "upload": upload,
+    "download": download,
+    "delete": delete,
 }
 CLASSIC_TOOLS: dict[str, ModuleType] = {
     "ec2-bundle-image": bundle_image,
     "ec2-unbundle": unbundle,
+    "ec2-upload-bundle": upload,
+    "ec2-download-bundle": download,
+    "ec2-delete-bundle": delete,
 }
 
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = [f"  {verb:<{width}}  {module.DESCRIPTION}" for verb, module in COMMANDS.items()]
+    lines = [
+        textwrap.fill(
+            module.DESCRIPTION,
+            79,
+            initial_indent=f"  {verb:<{width}}  ",
+            subsequent_indent=" " * (width + 4),
+        )
+        for verb, module in COMMANDS.items()
+    ]
     return (
         "usage: amibundle <command> [options]   (amibundle <command> --help for its options)\n\n"
         "Make, ship and check EC2 instance-store AMI bundles.\n\ncommands:\n"
@@ -116,6 +143,18 @@ def ec2_bundle_image() -> NoReturn:
 
 def ec2_unbundle() -> NoReturn:
     sys.exit(classic_main("ec2-unbundle"))
+
+
+def ec2_upload_bundle() -> NoReturn:
+    sys.exit(classic_main("ec2-upload-bundle"))
+
+
+def ec2_download_bundle() -> NoReturn:
+    sys.exit(classic_main("ec2-download-bundle"))
+
+
+def ec2_delete_bundle() -> NoReturn:
+    sys.exit(classic_main("ec2-delete-bundle"))
 
 
 def ec2_ami_tools_version() -> NoReturn:

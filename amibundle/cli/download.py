@@ -1,0 +1,164 @@
+"""``amibundle download`` / ``ec2-download-bundle``: fetch a bundle from S3 into a folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from amibundle import s3
+from amibundle.cli._common import human_size, print_json, rate, version_text
+from amibundle.cli._options import (
+    OptionParser,
+    Style,
+    add_check,
+    add_common_options,
+    existing_dir,
+    existing_file,
+)
+from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._s3options import (
+    CLASSIC_COMMON_LONGS,
+    add_s3_options,
+    bundle_file_name,
+    check_common,
+    keep_classic_abbreviations,
+    note_sigv,
+    settings_from,
+)
+from amibundle.errors import UsageError
+
+__all__ = ["DEFAULT_PREFIX", "build_parser", "manifest_name", "run"]
+
+DESCRIPTION = "Download a bundle (its manifest, then its parts) from S3 into a folder."
+DEFAULT_PREFIX = "image"
+CLASSIC_LONGS = (
+    *CLASSIC_COMMON_LONGS,
+    "--bucket",
+    "--access-key",
+    "--secret-key",
+    "--delegation-token",
+    "--privatekey",
+    "--url",
+    "--region",
+    "--sigv",
+    "--manifest",
+    "--prefix",
+    "--directory",
+    "--retry",
+)
+MANUAL = f"""{DESCRIPTION}
+
+The manifest <prefix>.manifest.xml (or -m NAME) is fetched from the bucket's key
+prefix and read first; then the parts it lists are fetched in parallel (--jobs).
+Each part is checked against the manifest's size and SHA-1 as it arrives, written
+under a temporary name and renamed only once it is verified; the manifest is put
+in place last, so a folder holding the manifest holds the whole bundle. Parts
+already in the folder with the right size and SHA-1 are not fetched again, so
+running the command again after an interruption resumes it. File names come only
+from the manifest's (checked) part names: nothing is written outside -d.
+
+-k/--privatekey is accepted for compatibility: the classic tool needed it only for
+encrypted manifests of before 2007, and it is not used.
+
+Examples:
+  ec2-download-bundle -b mybucket/images -p root.img -d restored/ -a AKIA... -s ...
+  amibundle download -b mybucket/images -m root.img.manifest.xml -d restored/
+  amibundle download -b test -p root.img -d restored/ --url http://127.0.0.1:8333
+"""
+
+
+def build_parser(style: Style, prog: str) -> OptionParser:
+    parser = OptionParser(
+        prog,
+        style=style,
+        description=DESCRIPTION,
+        manual=MANUAL,
+        version=version_text(prog if style is Style.CLASSIC else None),
+        usage="%(prog)s -b BUCKET[/PREFIX] [-p NAME | -m NAME] [options]",
+    )
+    add_s3_options(parser)
+    parser.add_argument(
+        "-k",
+        "--privatekey",
+        metavar="PATH",
+        type=existing_file,
+        help="accepted for compatibility and not used (the classic tool needed it only "
+        "for encrypted manifests of before 2007)",
+    )
+    parser.add_argument(
+        "-p",
+        "--prefix",
+        metavar="NAME",
+        help=f"the bundle's name: fetches NAME.manifest.xml (default: {DEFAULT_PREFIX})",
+    )
+    parser.add_argument(
+        "-m",
+        "--manifest",
+        metavar="NAME",
+        help="the manifest's name in the bucket (a name, not a path; not with -p)",
+    )
+    parser.add_argument(
+        "-d",
+        "--directory",
+        metavar="DIR",
+        type=existing_dir,
+        default=Path(),
+        help="where the bundle is written (default: the current directory)",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_common_options(parser)
+    if style is Style.CLASSIC:
+        keep_classic_abbreviations(parser, CLASSIC_LONGS)
+    add_check(parser, _check)
+    return parser
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Classic order: access key, secret key, bucket, --sigv, (private key), -p/-m."""
+    check_common(args)
+    if args.manifest is not None and args.prefix is not None:
+        raise UsageError("--manifest cannot be combined with --prefix")
+    if args.manifest is not None:
+        bundle_file_name("--manifest", args.manifest)
+    if args.prefix is not None:
+        bundle_file_name("--prefix", args.prefix)
+
+
+def manifest_name(args: argparse.Namespace) -> str:
+    """``-m NAME``, else ``<-p or "image">.manifest.xml``."""
+    if args.manifest is not None:
+        return str(args.manifest)
+    return f"{args.prefix if args.prefix is not None else DEFAULT_PREFIX}.manifest.xml"
+
+
+def report(result: s3.DownloadResult, *, json_output: bool) -> None:
+    if json_output:
+        print_json(result.to_dict())
+        return
+    print(
+        f"Download complete: {result.parts_downloaded} parts downloaded, "
+        f"{result.parts_skipped} already there, {human_size(result.bytes_downloaded)} in "
+        f"{result.seconds:.1f} s ({rate(result.bytes_downloaded, result.seconds)}); "
+        f"manifest {result.manifest_path}"
+    )
+
+
+def run(args: argparse.Namespace, style: Style) -> int | None:
+    note_sigv(args)
+    bucket: s3.BucketRef = args.bucket_ref
+    name = manifest_name(args)
+    if not args.json:
+        print(f"Downloading {bucket.url(bucket.key(name))} into {args.directory} ...", flush=True)
+    progress = TqdmProgress(quiet=args.quiet or args.json)
+    try:
+        result = s3.download_bundle(
+            bucket,
+            settings=settings_from(args),
+            manifest_name=name,
+            directory=args.directory,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    report(result, json_output=args.json)
+    return None

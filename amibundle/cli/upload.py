@@ -1,0 +1,244 @@
+"""``amibundle upload`` / ``ec2-upload-bundle``: put a local bundle into an S3 bucket."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from amibundle import s3
+from amibundle.cli._common import human_size, print_json, rate, version_text
+from amibundle.cli._options import (
+    OptionParser,
+    Style,
+    add_check,
+    add_common_options,
+    existing_dir,
+    existing_file,
+    integer,
+)
+from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._prompt import confirm
+from amibundle.cli._s3options import (
+    CLASSIC_COMMON_LONGS,
+    add_s3_options,
+    check_common,
+    is_v2_safe,
+    keep_classic_abbreviations,
+    note_sigv,
+    settings_from,
+)
+from amibundle.errors import UsageError
+
+__all__ = ["ACLS", "CLASSIC_LOCATIONS", "build_parser", "location", "run"]
+
+DESCRIPTION = "Upload a bundle (its parts, then its manifest) to S3, creating the bucket if needed."
+ACLS = s3.CANNED_ACLS
+# The --location spellings of the classic tools (classic-cli.md §11); "US" means
+# no location constraint (us-east-1), "EU" is eu-west-1's old name.
+CLASSIC_LOCATIONS = (
+    "EU",
+    "eu-west-1",
+    "US",
+    "us-gov-west-1",
+    "cn-north-1",
+    "us-west-1",
+    "us-west-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-northeast-1",
+    "sa-east-1",
+)
+# Any current AWS region name (eu-central-1, us-gov-east-1, ap-southeast-3,
+# eusc-de-east-1, ...).
+_REGION_SHAPE = re.compile(r"[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}")
+CLASSIC_LONGS = (
+    *CLASSIC_COMMON_LONGS,
+    "--bucket",
+    "--access-key",
+    "--secret-key",
+    "--delegation-token",
+    "--manifest",
+    "--url",
+    "--region",
+    "--sigv",
+    "--acl",
+    "--directory",
+    "--part",
+    "--retry",
+    "--skipmanifest",
+    "--location",
+)
+MANUAL = f"""{DESCRIPTION}
+
+The bucket is created when it does not exist, in --location (or the region), with
+Object Ownership "BucketOwnerPreferred" so that the canned ACL works. An existing
+bucket in another location than requested is an error (classic exit status 10). A
+bucket with ACLs disabled (Object Ownership "BucketOwnerEnforced", the default of
+new buckets since 2023) is refused before any byte is sent: EC2 could not read the
+bundle. The error gives the command that fixes it; --fix-ownership applies it.
+
+Parts are uploaded in parallel (--jobs), each with its MD5 (Content-MD5) and the
+canned ACL, after checking its SHA-1 against the manifest. A part already in the
+bucket with the same size and MD5 is skipped, so running the command again after
+an interruption sends only what is missing. The manifest goes last, only after
+every part succeeded, so a bundle that can be registered is always complete.
+Transient errors (5xx, throttling, dropped connections) are retried with backoff.
+
+Credentials: -a/-s (and -t), else the standard AWS chain (environment variables,
+--profile or ~/.aws, the instance role).
+
+Examples:
+  ec2-upload-bundle -b mybucket/images -m out/root.img.manifest.xml -a AKIA... -s ...
+  amibundle upload -b mybucket/images -m out/root.img.manifest.xml --region eu-west-1
+  amibundle upload -b test -m out/root.img.manifest.xml --url http://127.0.0.1:8333
+"""
+
+
+def location(value: str) -> str:
+    """``--location``: a classic spelling or any region name; ``us-east-1`` means ``US``."""
+    if value == "us-east-1":
+        return "US"
+    if value in CLASSIC_LOCATIONS or _REGION_SHAPE.fullmatch(value):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"{value!r}: expected a region name or one of {', '.join(CLASSIC_LOCATIONS)}"
+    )
+
+
+def build_parser(style: Style, prog: str) -> OptionParser:
+    parser = OptionParser(
+        prog,
+        style=style,
+        description=DESCRIPTION,
+        manual=MANUAL,
+        version=version_text(prog if style is Style.CLASSIC else None),
+        usage="%(prog)s -b BUCKET[/PREFIX] -m PATH [options]",
+    )
+    add_s3_options(parser)
+    parser.mandatory_group.add_argument(
+        "-m",
+        "--manifest",
+        metavar="PATH",
+        type=existing_file,
+        help="the bundle's manifest file",
+    )
+    parser.add_argument(
+        "-d",
+        "--directory",
+        metavar="DIR",
+        type=existing_dir,
+        help="where the parts are (default: the manifest's folder)",
+    )
+    parser.add_argument(
+        "--acl",
+        metavar="ACL",
+        choices=ACLS,
+        default="aws-exec-read",
+        help="canned ACL of every object: aws-exec-read (default: the owner and EC2 "
+        "may read), public-read, bucket-owner-full-control or private",
+    )
+    parser.add_argument(
+        "--location",
+        metavar="LOCATION",
+        type=location,
+        help="where the bucket must be: US (= us-east-1), EU, or a region name; a new "
+        "bucket is created there (default: the region of --region)",
+    )
+    parser.add_argument(
+        "--part",
+        metavar="N",
+        type=integer,
+        help="skip the parts numbered below N (the classic way to resume; not needed: "
+        "parts already uploaded are skipped anyway)",
+    )
+    parser.add_argument("--skipmanifest", action="store_true", help="do not upload the manifest")
+    parser.add_argument(
+        "--fix-ownership",
+        action="store_true",
+        help="if the bucket has ACLs disabled (BucketOwnerEnforced), set its Object "
+        "Ownership to BucketOwnerPreferred instead of stopping",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_common_options(parser)
+    if style is Style.CLASSIC:
+        keep_classic_abbreviations(parser, CLASSIC_LONGS)
+    add_check(parser, _check)
+    return parser
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Classic order: access key, secret key, bucket, --sigv, manifest."""
+    check_common(args)
+    if args.manifest is None:
+        raise UsageError("missing mandatory option --manifest")
+
+
+def note_derived_location(args: argparse.Namespace) -> None:
+    """As the classic tools did (§1.9.3), say that ``--region`` also fixes where
+    the bucket must be, when ``--location`` does not."""
+    if args.location is None and args.region and args.region != "us-east-1" and not args.json:
+        print(f"note: bucket location derived from --region: {args.region}", file=sys.stderr)
+
+
+def confirm_bucket_name(bucket: s3.BucketRef, *, batch: bool) -> None:
+    if is_v2_safe(bucket.bucket):
+        return
+    confirm(
+        f"warning: bucket name {bucket.bucket!r} is not valid in most regions (at most 63 "
+        "characters of a-z 0-9 . -, no '_', no '-.' or '.-', not ending in '-'); "
+        "only an old us-east-1 bucket can have it",
+        "Are you sure you want to continue?",
+        batch=batch,
+    )
+
+
+def report(result: s3.UploadResult, *, json_output: bool) -> None:
+    if json_output:
+        print_json(result.to_dict())
+        return
+    name = result.bucket.bucket
+    if result.bucket_created:
+        print(f"Created bucket {name} in {result.region}")
+    if result.ownership_changed:
+        print(f"Set Object Ownership of bucket {name} to BucketOwnerPreferred")
+    if result.parts_before_first:
+        print(f"Skipped {result.parts_before_first} parts numbered below --part")
+    manifest = (
+        f"manifest at {result.bucket.url(result.manifest_key)}"
+        if result.manifest_uploaded
+        else "manifest not uploaded (--skipmanifest)"
+    )
+    print(
+        f"Upload complete: {result.parts_uploaded} parts uploaded, {result.parts_skipped} "
+        f"already there, {human_size(result.bytes_uploaded)} in {result.seconds:.1f} s "
+        f"({rate(result.bytes_uploaded, result.seconds)}); {manifest}"
+    )
+
+
+def run(args: argparse.Namespace, style: Style) -> int | None:
+    note_sigv(args)
+    bucket: s3.BucketRef = args.bucket_ref
+    confirm_bucket_name(bucket, batch=args.batch)
+    note_derived_location(args)
+    if not args.json:
+        print(f"Uploading {args.manifest} to {bucket.url()} ...", flush=True)
+    progress = TqdmProgress(quiet=args.quiet or args.json)
+    try:
+        result = s3.upload_bundle(
+            args.manifest,
+            bucket,
+            settings=settings_from(args),
+            directory=args.directory,
+            acl=args.acl,
+            location=args.location,
+            # Ruby took any integer: a negative --part, like 0, means every part.
+            first_part=max(args.part, 0) if args.part is not None else 0,
+            skip_manifest=args.skipmanifest,
+            fix_ownership=args.fix_ownership,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    report(result, json_output=args.json)
+    return None
