@@ -32,6 +32,7 @@ from amibundle.api import (
     unbundle,
     verify_bundle,
 )
+from amibundle.bundlevol import VolumeBundleResult, bundle_volume
 from amibundle.compression import Compression
 from amibundle.errors import AmibundleError
 from amibundle.pipeline import Codec
@@ -71,8 +72,10 @@ __all__ = [
     "UnbundleResult",
     "UploadResult",
     "VerifyReport",
+    "VolumeBundleResult",
     "__version__",
     "bundle_image",
+    "bundle_volume",
     "delete_bundle",
     "download_bundle",
     "inspect_manifest",

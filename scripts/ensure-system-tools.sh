@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs the system tools amibundle's demo and tests use, when missing:
-# GNU tar, gzip, openssl (independent cross-checks of our streams) and
-# e2fsprogs (sample file systems). Uses apt when available; otherwise it
-# only reports what is missing.
+# GNU tar, gzip, openssl (independent cross-checks of our streams),
+# e2fsprogs (sample file systems), fdisk/gdisk/mount (bundle-vol's partition
+# tables and loop devices) and rsync (cross-check of bundle-vol's copy
+# rules). Uses apt when available; otherwise it only reports what is missing.
 set -euo pipefail
 
 declare -A package_of=(
   [tar]=tar [gzip]=gzip [gunzip]=gzip [openssl]=openssl
   [mke2fs]=e2fsprogs [debugfs]=e2fsprogs [e2fsck]=e2fsprogs
   [setpriv]=util-linux [zstd]=zstd
+  [sfdisk]=fdisk [sgdisk]=gdisk [losetup]=mount [rsync]=rsync
 )
 missing=()
 for tool in "${!package_of[@]}"; do

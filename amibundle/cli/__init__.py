@@ -20,6 +20,7 @@ from typing import NoReturn
 from amibundle import __version__
 from amibundle.cli import (
     bundle_image,
+    bundle_vol,
     delete,
     download,
     inspect,
@@ -37,6 +38,7 @@ __all__ = [
     "classic_main",
     "ec2_ami_tools_version",
     "ec2_bundle_image",
+    "ec2_bundle_vol",
     "ec2_delete_bundle",
     "ec2_download_bundle",
     "ec2_unbundle",
@@ -46,6 +48,7 @@ __all__ = [
 
 COMMANDS: dict[str, ModuleType] = {
     "bundle-image": bundle_image,
+    "bundle-vol": bundle_vol,
     "unbundle": unbundle,
     "verify": verify,
     "inspect": inspect,
@@ -56,6 +59,7 @@ COMMANDS: dict[str, ModuleType] = {
 }
 CLASSIC_TOOLS: dict[str, ModuleType] = {
     "ec2-bundle-image": bundle_image,
+    "ec2-bundle-vol": bundle_vol,
     "ec2-unbundle": unbundle,
     "ec2-upload-bundle": upload,
     "ec2-download-bundle": download,
@@ -139,6 +143,10 @@ def classic_main(tool: str, argv: Sequence[str] | None = None) -> int:
 
 def ec2_bundle_image() -> NoReturn:
     sys.exit(classic_main("ec2-bundle-image"))
+
+
+def ec2_bundle_vol() -> NoReturn:
+    sys.exit(classic_main("ec2-bundle-vol"))
 
 
 def ec2_unbundle() -> NoReturn:

@@ -1,0 +1,365 @@
+"""``amibundle bundle-vol`` / ``ec2-bundle-vol``: a volume to an image, then a bundle."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from amibundle.bundlevol import DEFAULT_SIZE_MIB, VolumeBundleResult, bundle_volume
+from amibundle.cli._common import human_size, print_json, version_text
+from amibundle.cli._options import (
+    OptionParser,
+    Style,
+    add_check,
+    add_common_options,
+    choice_prefix,
+    comma_list,
+    exclusive,
+    existing_dir,
+    existing_file,
+    integer,
+    mandatory,
+)
+from amibundle.cli._progress import TqdmProgress
+from amibundle.cli.bundle_image import (
+    add_manifest_options,
+    add_output_options,
+    choose_architecture,
+    codec_of,
+    note_missing_mappings,
+    report,
+)
+from amibundle.errors import UsageError
+from amibundle.imagebuild import BUILDERS, EXT_TYPES, PARTITION_TYPES
+
+__all__ = ["DESCRIPTION", "MANUAL", "build_parser", "run"]
+
+DESCRIPTION = (
+    "Make an image file from a volume (normally /) and bundle it, as root with a loop "
+    "device or without root at all."
+)
+MANUAL = f"""{DESCRIPTION}
+
+What is copied: everything below the volume (-v, default /) except /dev, /media,
+/mnt, /proc, /sys, mount points of non-local file systems (unless -a), the -e
+entries, this run's own outputs, and, unless --no-filter, keys, histories and
+editor files (*.pem, *id_rsa*, */.ssh/authorized_keys, */.bash_history, *~, ...).
+-i entries are copied whatever the rules say. Entries starting with / are
+relative to the volume. Hard links, owners, modes, times, symlinks, extended
+attributes, sparse files, device nodes and fifos are kept; top-level dot-files
+are copied. The image gets empty mnt proc sys dev and the nodes dev/null, zero,
+tty and console.
+
+Builders (--builder, chosen automatically): "loop" (root and a loop device: mkfs,
+mount, copy; any of ext2/3/4, xfs, btrfs; installs GRUB into partitioned images)
+and "rootless" (no root, no mount: mke2fs -d from a hard-linked staging view of
+the volume, then debugfs for device nodes and owners; ext2/3/4).
+
+The image is -s MiB (default {DEFAULT_SIZE_MIB}, sparse) or "--size auto" (the data plus
+headroom); the data is checked to fit before copying. File system type, label and
+UUID are the volume's (blkid) unless --fs-type/--label say otherwise. Then the
+image is bundled like bundle-image, with kernel, ramdisk, product codes, block
+device mapping and ancestry inherited from the instance metadata when on EC2
+(command-line values win; --no-inherit turns it off).
+
+Examples:
+  ec2-bundle-vol -k pk.pem -c cert.pem -u 123456789012 -r x86_64 -d /mnt -e /home/ec2-user
+  amibundle bundle-vol -v ./rootfs --size auto --fs-type ext4 --generate-fstab=modern \\
+      --no-inherit -c cert.pem -k pk.pem -u 123456789012 -r x86_64 -d out/
+"""
+
+
+def size_value(value: str) -> int | None:
+    """``-s``: MiB as a (Ruby) integer, or ``auto`` (returned as None)."""
+    if value == "auto":
+        return None
+    return integer(value)
+
+
+def build_parser(style: Style, prog: str) -> OptionParser:
+    classic = style is Style.CLASSIC
+    parser = OptionParser(
+        prog,
+        style=style,
+        description=DESCRIPTION,
+        manual=MANUAL,
+        version=version_text(prog if classic else None),
+    )
+    _add_key_options(parser)
+    parser.add_argument(
+        "-d",
+        "--destination",
+        metavar="DIR",
+        type=existing_dir,
+        default=Path("/tmp"),
+        help="where the image file, parts and manifest go (default: /tmp)",
+    )
+    parser.add_argument(
+        "-p", "--prefix", metavar="NAME", default="image", help="image file and bundle name"
+    )
+    parser.add_argument(
+        "-v",
+        "--volume",
+        metavar="PATH",
+        type=existing_dir,
+        default=Path("/"),
+        help="root of the tree to copy (default: /)",
+    )
+    parser.add_argument(
+        "-s",
+        "--size",
+        metavar="MB",
+        type=size_value,
+        default=DEFAULT_SIZE_MIB,
+        help=f"image size in MiB, or 'auto': the data plus headroom (default: {DEFAULT_SIZE_MIB})",
+    )
+    parser.add_argument(
+        "-e",
+        "--exclude",
+        metavar="DIR,...",
+        type=comma_list,
+        action="append",
+        default=[],
+        help="more paths to leave out (relative to the volume when starting with /)",
+    )
+    parser.add_argument(
+        "-i",
+        "--include",
+        metavar="FILE,...",
+        type=comma_list,
+        action="append",
+        default=[],
+        help="paths to copy even though an exclude or the file filter would drop them",
+    )
+    parser.add_argument(
+        "-a",
+        "--all",
+        action="store_true",
+        help="also copy mount points of non-local file systems (nfs, fuse, ...)",
+    )
+    parser.add_argument(
+        "--no-filter",
+        action="store_true",
+        help="do not leave out keys, histories and editor files",
+    )
+    parser.add_argument(
+        "-P",
+        "--partition",
+        metavar="TYPE",
+        type=choice_prefix(PARTITION_TYPES),
+        help="none, mbr or gpt (default: the root disk's type when the volume is /, else none)",
+    )
+    parser.add_argument(
+        "-S",
+        "--script",
+        metavar="PATH",
+        type=_executable,
+        help="run PATH <image root> on the populated image; a failure stops the run",
+    )
+    parser.add_argument(
+        "--fstab",
+        metavar="PATH",
+        type=existing_file,
+        help="install PATH as the image's /etc/fstab (the old one kept as fstab.old)",
+    )
+    parser.add_argument(
+        "--generate-fstab",
+        nargs="?",
+        const="ec2",
+        metavar="VARIANT",
+        type=choice_prefix(("ec2", "default", "legacy", "modern")),
+        help="install the classic EC2 fstab (legacy with -r i386), or --generate-fstab=modern: "
+        "root by LABEL=/UUID= with the real type",
+    )
+    parser.add_argument(
+        "--grub-config",
+        metavar="PATH",
+        type=existing_file,
+        help="install PATH as the legacy GRUB menu boot/grub/menu.lst",
+    )
+    parser.add_argument(
+        "--clone-only",
+        action="store_true",
+        help="only make the image file; -c, -k and -u are then not needed",
+    )
+    parser.add_argument(
+        "--inherit",
+        dest="inherit",
+        action="store_const",
+        const=True,
+        default=None,
+        help="take kernel, ramdisk, product codes, mapping and ancestry from the instance "
+        "metadata; an error off EC2 (default: inherit when on EC2)",
+    )
+    parser.add_argument(
+        "--no-inherit",
+        dest="inherit",
+        action="store_const",
+        const=False,
+        help="do not ask the instance metadata service",
+    )
+    add_manifest_options(parser)
+    parser.add_argument(
+        "--builder",
+        choices=BUILDERS,
+        default=None,
+        help="loop (root, mount) or rootless (mke2fs -d + debugfs); default: loop when "
+        "root with loop devices, else rootless",
+    )
+    parser.add_argument(
+        "--fs-type",
+        metavar="TYPE",
+        help=f"file system type ({', '.join(EXT_TYPES)}, xfs, "
+        "btrfs; default: the volume's, else ext3)",
+    )
+    parser.add_argument(
+        "--label", metavar="LABEL", help="file system label (default: the volume's)"
+    )
+    parser.add_argument(
+        "--no-bootloader",
+        action="store_true",
+        help="do not install GRUB into a partitioned image",
+    )
+    parser.add_argument(
+        "--keep-partial", action="store_true", help="keep the image file after a failure"
+    )
+    add_output_options(parser)
+    add_common_options(parser)
+    exclusive(parser, "--fstab", "--generate-fstab")
+    add_check(parser, _check_combinations)
+    return parser
+
+
+def _add_key_options(parser: OptionParser) -> None:
+    """bundle-image's -c/-k/-u, waived by --clone-only."""
+    mandatory(
+        parser,
+        "-c",
+        "--cert",
+        metavar="PATH",
+        type=existing_file,
+        unless="clone_only",
+        help="your PEM X.509 certificate (not needed with --clone-only)",
+    )
+    mandatory(
+        parser,
+        "-k",
+        "--privatekey",
+        metavar="PATH",
+        type=existing_file,
+        unless="clone_only",
+        help="your PEM RSA private key; signs the manifest",
+    )
+    mandatory(
+        parser,
+        "-u",
+        "--user",
+        metavar="ACCOUNT",
+        unless="clone_only",
+        help="your 12-digit AWS account number (dashes allowed)",
+    )
+    parser.add_argument(
+        "--ec2cert",
+        metavar="PATH",
+        type=existing_file,
+        help="EC2's certificate (default: found by region, see README)",
+    )
+    parser.add_argument(
+        "--region", metavar="REGION", help="picks the EC2 certificate (default: $AWS_REGION)"
+    )
+
+
+def _executable(value: str) -> Path:
+    path = existing_file(value)
+    if not os.access(path, os.X_OK):
+        raise argparse.ArgumentTypeError(f"{value!r}: not executable")
+    return path
+
+
+def _check_combinations(args: argparse.Namespace) -> None:
+    if args.size is not None and args.size < 1:
+        raise UsageError(f"--size must be a positive number of MiB, not {args.size}")
+
+
+def fstab_variant(args: argparse.Namespace) -> str | None:
+    """``--generate-fstab`` alone means the classic EC2 fstab: legacy only for
+    an explicit ``-r i386``, as the classic decided."""
+    value: str | None = args.generate_fstab
+    if value == "ec2":
+        return "legacy" if args.arch == "i386" else "default"
+    return value
+
+
+def run(args: argparse.Namespace, style: Style) -> int | None:
+    classic = style is Style.CLASSIC
+    arch = None if args.clone_only else choose_architecture(args)
+    if not args.clone_only:
+        note_missing_mappings(args.block_device_mapping)
+    codec = None if args.clone_only else codec_of(args)
+    quiet = args.json
+
+    def say(line: str) -> None:
+        if not quiet:
+            print(line, flush=True)
+
+    progress = TqdmProgress(quiet=args.quiet or args.json)
+    try:
+        result = bundle_volume(
+            args.volume,
+            cert=args.cert,
+            private_key=args.privatekey,
+            user=args.user,
+            destination=args.destination,
+            prefix=args.prefix,
+            size_mib=args.size,
+            exclude=[item for value in args.exclude for item in value],
+            include=[item for value in args.include for item in value],
+            all_mounts=args.all,
+            use_filter=not args.no_filter,
+            partition=args.partition,
+            script=args.script,
+            fstab=args.fstab,
+            generate_fstab=fstab_variant(args),
+            grub_config=args.grub_config,
+            clone_only=args.clone_only,
+            inherit=args.inherit,
+            builder=args.builder,
+            fs_type=args.fs_type,
+            label=args.label,
+            bootloader=not args.no_bootloader,
+            keep_partial=args.keep_partial,
+            size_checks=not args.no_size_checks,
+            force=args.force,
+            ec2_cert=args.ec2cert,
+            region=args.region,
+            arch=arch,
+            kernel_id=args.kernel,
+            ramdisk_id=args.ramdisk,
+            product_codes=[args.productcodes] if args.productcodes else [],
+            block_device_mapping=args.block_device_mapping,
+            part_size=args.part_size,
+            codec=codec,
+            progress=progress,
+            notify=say,
+        )
+    finally:
+        progress.close()
+    _report(result, args, tool="ec2-bundle-vol" if classic else "bundle-vol")
+    return None
+
+
+def _report(result: VolumeBundleResult, args: argparse.Namespace, *, tool: str) -> None:
+    if args.json:
+        print_json(result.to_dict())
+        return
+    if result.inherited:
+        print(f"Inherited from the instance metadata: {', '.join(result.inherited)}")
+    if result.bundle is not None:
+        report(result.bundle, json_output=False, tool="bundling")
+    print(
+        f"{tool} complete: {result.files_copied} entries, {human_size(result.data_bytes)} of data "
+        f"into {result.image_path} ({result.builder} builder) in {result.seconds:.1f} s",
+        file=sys.stdout,
+    )
