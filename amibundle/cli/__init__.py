@@ -9,6 +9,7 @@ twin, which differ only in parsing rules, a few defaults and exit codes
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import sys
@@ -18,24 +19,15 @@ from types import FrameType, ModuleType
 from typing import NoReturn
 
 from amibundle import __version__
-from amibundle.cli import (
-    bundle_image,
-    bundle_vol,
-    delete,
-    download,
-    inspect,
-    keygen,
-    unbundle,
-    upload,
-    verify,
-)
 from amibundle.cli._common import version_text
 from amibundle.cli._errors import run_cli
 from amibundle.cli._options import Style
 
 __all__ = [
+    "CLASSIC_TOOLS",
     "COMMANDS",
     "classic_main",
+    "command_module",
     "ec2_ami_tools_version",
     "ec2_bundle_image",
     "ec2_bundle_vol",
@@ -46,32 +38,39 @@ __all__ = [
     "main",
 ]
 
-COMMANDS: dict[str, ModuleType] = {
-    "bundle-image": bundle_image,
-    "bundle-vol": bundle_vol,
-    "unbundle": unbundle,
-    "verify": verify,
-    "inspect": inspect,
-    "keygen": keygen,
-    "upload": upload,
-    "download": download,
-    "delete": delete,
+# Verbs and classic tools name their command module; only the one that runs is
+# imported, so a command starts without loading every other one's dependencies.
+COMMANDS: dict[str, str] = {
+    "bundle-image": "bundle_image",
+    "bundle-vol": "bundle_vol",
+    "unbundle": "unbundle",
+    "verify": "verify",
+    "inspect": "inspect",
+    "keygen": "keygen",
+    "upload": "upload",
+    "download": "download",
+    "delete": "delete",
 }
-CLASSIC_TOOLS: dict[str, ModuleType] = {
-    "ec2-bundle-image": bundle_image,
-    "ec2-bundle-vol": bundle_vol,
-    "ec2-unbundle": unbundle,
-    "ec2-upload-bundle": upload,
-    "ec2-download-bundle": download,
-    "ec2-delete-bundle": delete,
+CLASSIC_TOOLS: dict[str, str] = {
+    "ec2-bundle-image": "bundle_image",
+    "ec2-bundle-vol": "bundle_vol",
+    "ec2-unbundle": "unbundle",
+    "ec2-upload-bundle": "upload",
+    "ec2-download-bundle": "download",
+    "ec2-delete-bundle": "delete",
 }
+
+
+def command_module(name: str) -> ModuleType:
+    """The module of a command, by its module name in COMMANDS / CLASSIC_TOOLS."""
+    return importlib.import_module(f"amibundle.cli.{name}")
 
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [
         textwrap.fill(
-            module.DESCRIPTION,
+            command_module(module).DESCRIPTION,
             79,
             initial_indent=f"  {verb:<{width}}  ",
             subsequent_indent=" " * (width + 4),
@@ -131,13 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Try 'amibundle --help'.\n"
         )
         return 2
-    return _run_module(module, Style.MODERN, f"amibundle {args[0]}", args[1:])
+    return _run_module(command_module(module), Style.MODERN, f"amibundle {args[0]}", args[1:])
 
 
 def classic_main(tool: str, argv: Sequence[str] | None = None) -> int:
     """A classic ``ec2-*`` tool; returns the exit status."""
     return _run_module(
-        CLASSIC_TOOLS[tool], Style.CLASSIC, tool, sys.argv[1:] if argv is None else argv
+        command_module(CLASSIC_TOOLS[tool]),
+        Style.CLASSIC,
+        tool,
+        sys.argv[1:] if argv is None else argv,
     )
 
 

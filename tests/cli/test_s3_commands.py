@@ -578,8 +578,8 @@ def test_registered_as_verbs_and_classic_tools() -> None:
     import amibundle.cli as cli
 
     for command, module in MODULES.items():
-        assert COMMANDS[command] is module
-        assert CLASSIC_TOOLS[CLASSIC[command]] is module
+        assert cli.command_module(COMMANDS[command]) is module
+        assert cli.command_module(CLASSIC_TOOLS[CLASSIC[command]]) is module
         entry = getattr(cli, CLASSIC[command].replace("-", "_"))
         assert callable(entry)
 
