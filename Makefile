@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench system-tools clean
+.PHONY: demo test lint bench bench-s3 bench-volume system-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test: $(STAMP) system-tools lint
 
 bench: $(STAMP) system-tools
 	$(BIN)/python benchmarks/run.py
+
+bench-s3: $(STAMP)
+	$(BIN)/python benchmarks/s3.py
+
+bench-volume: $(STAMP) system-tools
+	$(BIN)/python benchmarks/volume.py
 
 clean:
 	rm -rf $(VENV) demo-output benchmarks/work .pytest_cache .mypy_cache .ruff_cache
