@@ -268,7 +268,9 @@ def floors(data: int, parts: int, limits: dict[str, float], cores: int) -> dict[
               + seconds(parts, SHA1))
     unbundle = (seconds(parts, SHA1) + seconds(parts, AES_DEC) + seconds(data, INFLATE)
                 + seconds(data, SHA1))
-    return {"bundle": bundle / cores, "unbundle": unbundle / cores,
+    # Inflating one gzip member is serial: no number of cores beats it.
+    return {"bundle": bundle / cores,
+            "unbundle": max(unbundle / cores, seconds(data, INFLATE)),
             "unbundle_inflate_alone": seconds(data, INFLATE)}
 
 
