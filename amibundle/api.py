@@ -81,24 +81,11 @@ MAX_MANIFEST_BYTES = 16 << 20
 _PART_NAME = re.compile(r"\.part\.[0-9]+")
 
 
-@dataclass(frozen=True)
-class BundleResult:
-    """What :func:`bundle_image` made."""
-
-    manifest_path: Path
-    part_paths: tuple[Path, ...]
-    name: str
-    image_size: int
-    data_size: int  # image bytes actually read (holes and zero runs skipped)
-    tar_size: int
-    bundled_size: int
-    digest: str
-    compression: str
-    ec2_certificate: Path
-    seconds: float
+class JsonRecord:
+    """A result record (a dataclass) that turns into JSON-ready data."""
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_object(asdict(self))
+        return _json_object(asdict(self))  # type: ignore[call-overload]
 
 
 def _json_object(fields: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +102,23 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+@dataclass(frozen=True)
+class BundleResult(JsonRecord):
+    """What :func:`bundle_image` made."""
+
+    manifest_path: Path
+    part_paths: tuple[Path, ...]
+    name: str
+    image_size: int
+    data_size: int  # image bytes actually read (holes and zero runs skipped)
+    tar_size: int
+    bundled_size: int
+    digest: str
+    compression: str
+    ec2_certificate: Path
+    seconds: float
 
 
 # --- bundling ------------------------------------------------------------------
@@ -352,7 +356,7 @@ def _check_tar_result(manifest: mf.Manifest, tar_sha1: str, member: Member) -> N
 
 
 @dataclass(frozen=True)
-class UnbundleResult:
+class UnbundleResult(JsonRecord):
     image_path: Path
     size: int
     digest: str
@@ -360,9 +364,6 @@ class UnbundleResult:
     parts: int
     signature_checked: bool
     seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return _json_object(asdict(self))
 
 
 def unbundle(
@@ -587,14 +588,11 @@ def inspect_manifest(manifest: Path, *, cert: Path | None = None) -> ManifestRep
 
 
 @dataclass(frozen=True)
-class KeygenResult:
+class KeygenResult(JsonRecord):
     private_key: Path
     certificate: Path
     common_name: str
     sha1_fingerprint: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return _json_object(asdict(self))
 
 
 def keygen(

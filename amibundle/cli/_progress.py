@@ -71,6 +71,12 @@ class TqdmProgress:
         with self._lock:
             return self._totals.get(stage)
 
+    def __enter__(self) -> TqdmProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Close every bar still open (e.g. after an interrupt)."""
         with self._lock:

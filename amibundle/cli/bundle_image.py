@@ -45,14 +45,17 @@ Example:
 KNOWN_ARCHITECTURES = ("i386", "x86_64")
 
 
-def add_key_options(parser: OptionParser) -> None:
-    """-c/-k/-u/--ec2cert/--region: shared with bundle-vol."""
+def add_key_options(parser: OptionParser, *, waived_by: str | None = None) -> None:
+    """-c/-k/-u/--ec2cert/--region: shared with bundle-vol, where ``waived_by``
+    (``clone_only``) makes -c/-k/-u optional."""
+    unless = (waived_by,) if waived_by else ()
     mandatory(
         parser,
         "-c",
         "--cert",
         metavar="PATH",
         type=existing_file,
+        unless=unless,
         help="your PEM X.509 certificate; its key receives a copy of the bundle key",
     )
     mandatory(
@@ -61,6 +64,7 @@ def add_key_options(parser: OptionParser) -> None:
         "--privatekey",
         metavar="PATH",
         type=existing_file,
+        unless=unless,
         help="your PEM RSA private key; signs the manifest",
     )
     mandatory(
@@ -68,6 +72,7 @@ def add_key_options(parser: OptionParser) -> None:
         "-u",
         "--user",
         metavar="ACCOUNT",
+        unless=unless,
         help="your 12-digit AWS account number (dashes allowed)",
     )
     parser.add_argument(
@@ -256,8 +261,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
     codec = codec_of(args)
     if not args.json:
         print(f"Bundling {args.image} into {args.destination} ...", flush=True)
-    progress = TqdmProgress(quiet=args.quiet or args.json)
-    try:
+    with TqdmProgress(quiet=args.quiet or args.json) as progress:
         result = api.bundle_image(
             args.image,
             cert=args.cert,
@@ -280,8 +284,6 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             force=args.force,
             progress=progress,
         )
-    finally:
-        progress.close()
     report(
         result,
         json_output=args.json,

@@ -20,10 +20,10 @@ from amibundle.cli._options import (
     existing_dir,
     existing_file,
     integer,
-    mandatory,
 )
 from amibundle.cli._progress import TqdmProgress
 from amibundle.cli.bundle_image import (
+    add_key_options,
     add_manifest_options,
     add_output_options,
     choose_architecture,
@@ -87,7 +87,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         manual=MANUAL,
         version=version_text(prog if classic else None),
     )
-    _add_key_options(parser)
+    add_key_options(parser, waived_by="clone_only")
     parser.add_argument(
         "-d",
         "--destination",
@@ -232,45 +232,6 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     return parser
 
 
-def _add_key_options(parser: OptionParser) -> None:
-    """bundle-image's -c/-k/-u, waived by --clone-only."""
-    mandatory(
-        parser,
-        "-c",
-        "--cert",
-        metavar="PATH",
-        type=existing_file,
-        unless="clone_only",
-        help="your PEM X.509 certificate (not needed with --clone-only)",
-    )
-    mandatory(
-        parser,
-        "-k",
-        "--privatekey",
-        metavar="PATH",
-        type=existing_file,
-        unless="clone_only",
-        help="your PEM RSA private key; signs the manifest",
-    )
-    mandatory(
-        parser,
-        "-u",
-        "--user",
-        metavar="ACCOUNT",
-        unless="clone_only",
-        help="your 12-digit AWS account number (dashes allowed)",
-    )
-    parser.add_argument(
-        "--ec2cert",
-        metavar="PATH",
-        type=existing_file,
-        help="EC2's certificate (default: found by region, see README)",
-    )
-    parser.add_argument(
-        "--region", metavar="REGION", help="picks the EC2 certificate (default: $AWS_REGION)"
-    )
-
-
 def _executable(value: str) -> Path:
     path = existing_file(value)
     if not os.access(path, os.X_OK):
@@ -304,8 +265,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
         if not quiet:
             print(line, flush=True)
 
-    progress = TqdmProgress(quiet=args.quiet or args.json)
-    try:
+    with TqdmProgress(quiet=args.quiet or args.json) as progress:
         result = bundle_volume(
             args.volume,
             cert=args.cert,
@@ -344,8 +304,6 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             progress=progress,
             notify=say,
         )
-    finally:
-        progress.close()
     _report(result, args, tool="ec2-bundle-vol" if classic else "bundle-vol")
     return None
 

@@ -149,8 +149,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
     name = manifest_name(args)
     if not args.json:
         print(f"Downloading {bucket.url(bucket.key(name))} into {args.directory} ...", flush=True)
-    progress = TqdmProgress(quiet=args.quiet or args.json)
-    try:
+    with TqdmProgress(quiet=args.quiet or args.json) as progress:
         result = s3.download_bundle(
             bucket,
             settings=settings_from(args),
@@ -158,7 +157,5 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             directory=args.directory,
             progress=progress,
         )
-    finally:
-        progress.close()
     report(result, json_output=args.json)
     return None

@@ -87,8 +87,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
 
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    progress = TqdmProgress(quiet=args.quiet or args.json)
-    try:
+    with TqdmProgress(quiet=args.quiet or args.json) as progress:
         result = api.unbundle(
             args.manifest,
             private_key=args.privatekey,
@@ -98,8 +97,6 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             force=args.force,
             progress=progress,
         )
-    finally:
-        progress.close()
     if args.json:
         print_json(result.to_dict())
     else:

@@ -223,8 +223,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
     note_derived_location(args)
     if not args.json:
         print(f"Uploading {args.manifest} to {bucket.url()} ...", flush=True)
-    progress = TqdmProgress(quiet=args.quiet or args.json)
-    try:
+    with TqdmProgress(quiet=args.quiet or args.json) as progress:
         result = s3.upload_bundle(
             args.manifest,
             bucket,
@@ -238,7 +237,5 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             fix_ownership=args.fix_ownership,
             progress=progress,
         )
-    finally:
-        progress.close()
     report(result, json_output=args.json)
     return None

@@ -72,8 +72,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
 
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    progress = TqdmProgress(quiet=args.quiet or args.json)
-    try:
+    with TqdmProgress(quiet=args.quiet or args.json) as progress:
         report = api.verify_bundle(
             args.manifest,
             cert=args.cert,
@@ -81,8 +80,6 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             source=args.source,
             progress=progress,
         )
-    finally:
-        progress.close()
     if args.json:
         print_json(report.to_dict())
     else:
