@@ -15,6 +15,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from amibundle.sparse import data_extents
+
 WORK = Path(__file__).resolve().parent / "work"
 SOURCES = [Path("/usr/lib"), Path("/usr/share"), Path("/usr/bin"), Path("/usr/local")]
 MiB = 1 << 20
@@ -36,23 +38,18 @@ class Image:
         return data_bytes(self.path)
 
 
-def data_bytes(path: Path) -> int:
-    """Bytes in the file's data extents (what a sparse-aware reader reads)."""
-    total = 0
+def extents(path: Path) -> list[tuple[int, int]]:
+    """(start, end) of the file's data regions, from amibundle's own walk."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        size, offset = os.fstat(fd).st_size, 0
-        while offset < size:
-            try:
-                start = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError:
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            total += end - start
-            offset = end
+        return [(e.offset, e.offset + e.length) for e in data_extents(fd, os.fstat(fd).st_size)]
     finally:
         os.close(fd)
-    return total
+
+
+def data_bytes(path: Path) -> int:
+    """Bytes in the file's data extents (what a sparse-aware reader reads)."""
+    return sum(end - start for start, end in extents(path))
 
 
 def copy_tree(target: Path, limit: int) -> int:
@@ -93,18 +90,9 @@ def densify(source: Path, target: Path) -> None:
     fd = os.open(source, os.O_RDONLY)
     try:
         with open(target, "wb") as out:
-            size, offset = os.fstat(fd).st_size, 0
-            while offset < size:
-                try:
-                    start = os.lseek(fd, offset, os.SEEK_DATA)
-                except OSError:
-                    break
-                end = os.lseek(fd, start, os.SEEK_HOLE)
-                while start < end:
-                    chunk = os.pread(fd, min(8 * MiB, end - start), start)
-                    out.write(chunk)
-                    start += len(chunk)
-                offset = end
+            for start, end in extents(source):
+                for chunk in range(start, end, 8 * MiB):
+                    out.write(os.pread(fd, min(8 * MiB, end - chunk), chunk))
     finally:
         os.close(fd)
 

@@ -92,19 +92,11 @@ def warm(path: Path) -> None:
     """Reads the image's data extents into the page cache (holes are not read)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        size, offset = os.fstat(fd).st_size, 0
-        while offset < size:
-            try:
-                start = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError:
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
+        for start, end in image_builder.extents(path):
             for chunk in range(start, end, 8 * MiB):
                 os.pread(fd, min(8 * MiB, end - chunk), chunk)
-            offset = end
     finally:
         os.close(fd)
-
 
 def fresh(folder: Path) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
@@ -188,30 +180,19 @@ def our_unbundle(bundle: Path, image: Path, dest: Path, pk: Path) -> Run:
 
 def sample_data(path: Path, nbytes: int) -> bytes:
     """``nbytes`` of the image's data, taken evenly from its data extents."""
+    extents = image_builder.extents(path)
+    stride = max(1, sum(end - start for start, end in extents) // nbytes)
+    chunks, seen = [], 0
     fd = os.open(path, os.O_RDONLY)
     try:
-        extents = []
-        size, offset = os.fstat(fd).st_size, 0
-        while offset < size:
-            try:
-                start = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError:
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            extents.append((start, end))
-            offset = end
-        total = sum(e - s for s, e in extents)
-        stride = max(1, total // nbytes)
-        chunks, seen = [], 0
         for start, end in extents:
             for chunk in range(start, end, MiB):
                 if (seen // MiB) % stride == 0:
                     chunks.append(os.pread(fd, min(MiB, end - chunk), chunk))
                 seen += min(MiB, end - chunk)
-        return b"".join(chunks)[:nbytes]
     finally:
         os.close(fd)
-
+    return b"".join(chunks)[:nbytes]
 
 # Stage names of the ceilings, used again for the floors below.
 AES_ENC, AES_DEC, SHA1 = "AES-128-CBC encrypt", "AES-128-CBC decrypt", "SHA-1"

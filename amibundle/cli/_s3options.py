@@ -25,15 +25,17 @@ import copy
 import ipaddress
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from amibundle import s3
-from amibundle.cli._options import OptionParser, integer
+from amibundle.cli._options import OptionParser, Style, add_check, add_common_options, integer
 from amibundle.errors import AmibundleError, UsageError
 
 __all__ = [
+    "check_manifest_or_prefix",
+    "finish_s3_parser",
     "CLASSIC_COMMON_LONGS",
     "DEFAULT_JOBS",
     "RETRY_ATTEMPTS",
@@ -300,3 +302,25 @@ def _looks_like_ipv4(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def finish_s3_parser(
+    parser: OptionParser,
+    style: Style,
+    classic_longs: Sequence[str],
+    check: Callable[[argparse.Namespace], None],
+) -> OptionParser:
+    """What every S3 command's parser ends with: --json, the common options,
+    the classic abbreviations (classic style) and the post-parse check."""
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_common_options(parser)
+    if style is Style.CLASSIC:
+        keep_classic_abbreviations(parser, classic_longs)
+    add_check(parser, check)
+    return parser
+
+
+def check_manifest_or_prefix(args: argparse.Namespace) -> None:
+    """-m and -p name the same thing two ways: at most one of them."""
+    if args.manifest is not None and args.prefix is not None:
+        raise UsageError("--manifest cannot be combined with --prefix")

@@ -14,8 +14,6 @@ from amibundle.cli._common import print_json, version_text
 from amibundle.cli._options import (
     OptionParser,
     Style,
-    add_check,
-    add_common_options,
     existing_file,
 )
 from amibundle.cli._prompt import TIMEOUT_SECONDS, DeclinedError, PromptTimeout
@@ -24,7 +22,8 @@ from amibundle.cli._s3options import (
     add_s3_options,
     bundle_file_name,
     check_common,
-    keep_classic_abbreviations,
+    check_manifest_or_prefix,
+    finish_s3_parser,
     note_sigv,
     settings_from,
 )
@@ -100,19 +99,13 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         action="store_true",
         help="do not ask before deleting (--batch does the same)",
     )
-    parser.add_argument("--json", action="store_true", help="print a JSON summary")
-    add_common_options(parser)
-    if style is Style.CLASSIC:
-        keep_classic_abbreviations(parser, CLASSIC_LONGS)
-    add_check(parser, _check)
-    return parser
+    return finish_s3_parser(parser, style, CLASSIC_LONGS, _check)
 
 
 def _check(args: argparse.Namespace) -> None:
     """Classic order: access key, secret key, bucket, --sigv, then exactly one of -m/-p."""
     check_common(args)
-    if args.manifest is not None and args.prefix is not None:
-        raise UsageError("--manifest cannot be combined with --prefix")
+    check_manifest_or_prefix(args)
     if args.manifest is None and args.prefix is None:
         raise UsageError("missing mandatory option: give one of --manifest or --prefix")
     if args.prefix is not None:

@@ -10,8 +10,6 @@ from amibundle.cli._common import human_size, print_json, rate, version_text
 from amibundle.cli._options import (
     OptionParser,
     Style,
-    add_check,
-    add_common_options,
     existing_dir,
     existing_file,
 )
@@ -21,11 +19,11 @@ from amibundle.cli._s3options import (
     add_s3_options,
     bundle_file_name,
     check_common,
-    keep_classic_abbreviations,
+    check_manifest_or_prefix,
+    finish_s3_parser,
     note_sigv,
     settings_from,
 )
-from amibundle.errors import UsageError
 
 __all__ = ["DEFAULT_PREFIX", "build_parser", "manifest_name", "run"]
 
@@ -105,19 +103,13 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         default=Path(),
         help="where the bundle is written (default: the current directory)",
     )
-    parser.add_argument("--json", action="store_true", help="print a JSON summary")
-    add_common_options(parser)
-    if style is Style.CLASSIC:
-        keep_classic_abbreviations(parser, CLASSIC_LONGS)
-    add_check(parser, _check)
-    return parser
+    return finish_s3_parser(parser, style, CLASSIC_LONGS, _check)
 
 
 def _check(args: argparse.Namespace) -> None:
     """Classic order: access key, secret key, bucket, --sigv, (private key), -p/-m."""
     check_common(args)
-    if args.manifest is not None and args.prefix is not None:
-        raise UsageError("--manifest cannot be combined with --prefix")
+    check_manifest_or_prefix(args)
     if args.manifest is not None:
         bundle_file_name("--manifest", args.manifest)
     if args.prefix is not None:

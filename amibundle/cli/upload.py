@@ -11,8 +11,6 @@ from amibundle.cli._common import human_size, print_json, rate, version_text
 from amibundle.cli._options import (
     OptionParser,
     Style,
-    add_check,
-    add_common_options,
     existing_dir,
     existing_file,
     integer,
@@ -23,8 +21,8 @@ from amibundle.cli._s3options import (
     CLASSIC_COMMON_LONGS,
     add_s3_options,
     check_common,
+    finish_s3_parser,
     is_v2_safe,
-    keep_classic_abbreviations,
     note_sigv,
     settings_from,
 )
@@ -159,12 +157,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         help="if the bucket has ACLs disabled (BucketOwnerEnforced), set its Object "
         "Ownership to BucketOwnerPreferred instead of stopping",
     )
-    parser.add_argument("--json", action="store_true", help="print a JSON summary")
-    add_common_options(parser)
-    if style is Style.CLASSIC:
-        keep_classic_abbreviations(parser, CLASSIC_LONGS)
-    add_check(parser, _check)
-    return parser
+    return finish_s3_parser(parser, style, CLASSIC_LONGS, _check)
 
 
 def _check(args: argparse.Namespace) -> None:

@@ -22,6 +22,25 @@ from tests.bundlefactory import bundle_from_tar
 from tests.conftest import Identity, sample_image, tree, write_image
 
 
+def bundle_argv(image: object, user: Identity, dest: object, *extra: str) -> list[str]:
+    """``bundle-image`` arguments for a test bundle: fixed account and arch, the
+    user's keys, ``image`` and ``dest`` as given (paths or strings)."""
+    keys = ["-c", str(user.cert), "-k", str(user.key)]
+    return [
+        "bundle-image",
+        "-i",
+        str(image),
+        *keys,
+        "-u",
+        "123456789012",
+        "-r",
+        "x86_64",
+        "-d",
+        str(dest),
+        *extra,
+    ]
+
+
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     status = main(argv)
     out, err = capsys.readouterr()
@@ -48,26 +67,7 @@ def bundle(tmp_path: Path, user_id: Identity) -> Path:
     image = random_image(tmp_path / "disk.img")
     out = tmp_path / "bundle"
     out.mkdir()
-    status = main(
-        [
-            "bundle-image",
-            "-i",
-            str(image),
-            "-c",
-            str(user_id.cert),
-            "-k",
-            str(user_id.key),
-            "-u",
-            "123456789012",
-            "-r",
-            "x86_64",
-            "-d",
-            str(out),
-            "--part-size",
-            "400000",
-            "-q",
-        ]
-    )
+    status = main(bundle_argv(str(image), user_id, str(out), "--part-size", "400000", "-q"))
     assert status == 0
     return out / "disk.img.manifest.xml"
 
@@ -307,22 +307,7 @@ def test_existing_bundle_is_not_overwritten(
     bundle: Path, tmp_path: Path, user_id: Identity, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = {p.name: p.read_bytes() for p in bundle.parent.iterdir()}
-    argv = [
-        "bundle-image",
-        "-i",
-        str(tmp_path / "disk.img"),
-        "-c",
-        str(user_id.cert),
-        "-k",
-        str(user_id.key),
-        "-u",
-        "123456789012",
-        "-r",
-        "x86_64",
-        "-d",
-        str(bundle.parent),
-        "-q",
-    ]
+    argv = bundle_argv(str(tmp_path / "disk.img"), user_id, str(bundle.parent), "-q")
     status, _, err = run_cli(argv, capsys)
     assert status == 1
     assert_one_error(err, r"already exists.*--force")
@@ -389,21 +374,7 @@ def test_no_ec2_certificate_anywhere(
     monkeypatch.setattr("amibundle.ec2certs._AMAZON_LINUX_DIR", tmp_path / "none3")
     sample_image(tmp_path / "disk.img", 1)
     status, _, err = run_cli(
-        [
-            "bundle-image",
-            "-i",
-            str(tmp_path / "disk.img"),
-            "-c",
-            str(user_id.cert),
-            "-k",
-            str(user_id.key),
-            "-u",
-            "123456789012",
-            "-r",
-            "x86_64",
-            "-d",
-            str(tmp_path),
-        ],
+        bundle_argv(str(tmp_path / "disk.img"), user_id, str(tmp_path)),
         capsys,
     )
     assert status == 1
@@ -468,23 +439,7 @@ def test_unreadable_image(tmp_path: Path, user_id: Identity) -> None:
     out.mkdir()
     amibundle = Path(sys.executable).parent / "amibundle"  # the venv's entry point
     done = subprocess.run(
-        [
-            *prefix,
-            amibundle,
-            "bundle-image",
-            "-i",
-            str(image),
-            "-c",
-            str(user_id.cert),
-            "-k",
-            str(user_id.key),
-            "-u",
-            "123456789012",
-            "-r",
-            "x86_64",
-            "-d",
-            str(out),
-        ],
+        [*prefix, str(amibundle), *bundle_argv(image, user_id, out)],
         capture_output=True,
         text=True,
     )
@@ -515,22 +470,7 @@ def test_bundle_into_a_full_destination(
     image = tmp_path / "random.img"
     image.write_bytes(os.urandom(6 << 20))  # incompressible: needs 6 MiB of parts
     status, _, err = run_cli(
-        [
-            "bundle-image",
-            "-i",
-            str(image),
-            "-c",
-            str(user_id.cert),
-            "-k",
-            str(user_id.key),
-            "-u",
-            "123456789012",
-            "-r",
-            "x86_64",
-            "-d",
-            str(tiny_fs),
-            "-q",
-        ],
+        bundle_argv(str(image), user_id, str(tiny_fs), "-q"),
         capsys,
     )
     assert status == 1
@@ -543,27 +483,7 @@ def test_unbundle_into_a_full_destination(
 ) -> None:
     image = random_image(tmp_path / "big.img", data_mib=5)
     (tmp_path / "big").mkdir()
-    assert (
-        main(
-            [
-                "bundle-image",
-                "-i",
-                str(image),
-                "-c",
-                str(user_id.cert),
-                "-k",
-                str(user_id.key),
-                "-u",
-                "123456789012",
-                "-r",
-                "x86_64",
-                "-d",
-                str(tmp_path / "big"),
-                "-q",
-            ]
-        )
-        == 0
-    )
+    assert main(bundle_argv(str(image), user_id, str(tmp_path / "big"), "-q")) == 0
     bundle = tmp_path / "big" / "big.img.manifest.xml"
     status, _, err = run_cli(unbundle(bundle, user_id.key, tiny_fs), capsys)
     assert status == 1
