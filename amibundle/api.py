@@ -52,7 +52,6 @@ from amibundle.progress import Progress, Stage
 from amibundle.sparse import SparseWriter, carve_zero_runs, data_extents
 from amibundle.tarstream import Extent, Member, MemberInfo, stored_size
 from amibundle.validate import (
-    IMAGE_TYPES,
     check_image_size,
     check_plain_name,
     detect_architecture,
@@ -70,6 +69,7 @@ __all__ = [
     "bundle_image",
     "inspect_manifest",
     "keygen",
+    "parse_manifest",
     "read_manifest",
     "unbundle",
     "verify_bundle",
@@ -77,7 +77,6 @@ __all__ = [
 
 log = logging.getLogger("amibundle")
 
-MAX_MANIFEST_BYTES = 16 << 20
 _PART_NAME = re.compile(r"\.part\.[0-9]+")
 
 
@@ -173,9 +172,9 @@ def _member_for(fd: int, st: os.stat_result, name: str) -> MemberInfo:
 
 
 def _check_image_type(image_type: str, kernel_name: str | None) -> None:
-    if image_type not in IMAGE_TYPES:
+    if image_type not in mf.IMAGE_TYPES:
         raise UsageError(
-            f"--image-type must be one of {', '.join(IMAGE_TYPES)}, not {image_type!r}"
+            f"--image-type must be one of {', '.join(mf.IMAGE_TYPES)}, not {image_type!r}"
         )
     if image_type == "kernel" and not kernel_name:
         raise UsageError("a kernel image needs --kernel-name")
@@ -304,19 +303,24 @@ def read_manifest(path: Path) -> mf.ParsedManifest:
     """Reads and parses a manifest file (size-capped, hardened parser)."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read(MAX_MANIFEST_BYTES + 1)
+            data = handle.read(mf.MAX_MANIFEST_SIZE + 1)
     except FileNotFoundError:
         raise UsageError(f"manifest {path} does not exist") from None
     except IsADirectoryError:
         raise UsageError(f"manifest {path} is a directory, not a file") from None
     except OSError as err:
         raise StorageError(f"cannot read manifest {path}: {err.strerror}") from None
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"manifest {path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
+    if len(data) > mf.MAX_MANIFEST_SIZE:
+        raise ManifestError(f"manifest {path} is larger than {mf.MAX_MANIFEST_SIZE >> 20} MiB")
+    return parse_manifest(data, path.name)
+
+
+def parse_manifest(data: bytes, source: str) -> mf.ParsedManifest:
+    """Parses manifest bytes; errors name ``source`` (a file or an S3 URL)."""
     try:
         return mf.parse(data)
     except ManifestError as err:
-        raise ManifestError(f"{path.name}: {err}", hint=err.hint) from None
+        raise ManifestError(f"{source}: {err}", hint=err.hint) from None
 
 
 def _check_signature(parsed: mf.ParsedManifest, cert: Path) -> None:

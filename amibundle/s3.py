@@ -46,7 +46,7 @@ from botocore.exceptions import (
 )
 
 from amibundle import manifest as mf
-from amibundle.api import MAX_MANIFEST_BYTES, read_manifest
+from amibundle.api import parse_manifest, read_manifest
 from amibundle.errors import IntegrityError, ManifestError, StorageError, UsageError
 from amibundle.files import temp_output, write_atomically
 from amibundle.progress import BatchedProgress, NullProgress, Progress, Stage
@@ -147,13 +147,6 @@ def _bundle_keys(bucket: BucketRef, manifest_name: str, manifest: mf.Manifest) -
     return [bucket.key(manifest_name)] + [bucket.key(p.filename) for p in manifest.parts]
 
 
-def _parse_remote_manifest(raw: bytes, url: str) -> mf.ParsedManifest:
-    try:
-        return mf.parse(raw)
-    except ManifestError as err:
-        raise ManifestError(f"{url}: {err}", hint=err.hint) from None
-
-
 def _fetch(
     conn: Connection,
     bucket: BucketRef,
@@ -217,7 +210,7 @@ def _get_manifest(conn: Connection, bucket: BucketRef, key: str) -> bytes:
         bucket,
         key,
         f"download the manifest {url}",
-        partial(_read_small, limit=MAX_MANIFEST_BYTES, url=url),
+        partial(_read_small, limit=mf.MAX_MANIFEST_SIZE, url=url),
         stop=threading.Event(),
         missing=f"there is no bundle manifest at {url}",
     )
@@ -648,7 +641,7 @@ def download_bundle(
     conn = connect(settings)
     manifest_key = bucket.key(manifest_name)
     raw = _get_manifest(conn, bucket, manifest_key)
-    manifest = _parse_remote_manifest(raw, bucket.url(manifest_key)).manifest
+    manifest = parse_manifest(raw, bucket.url(manifest_key)).manifest
     _bundle_keys(bucket, manifest_name, manifest)
     parts = sorted(manifest.parts, key=lambda p: p.filename)
 
@@ -763,7 +756,7 @@ def delete_bundle(
     conn = connect(settings)
     if local is None:
         key = bucket.key(manifest_name)
-        local = _parse_remote_manifest(_get_manifest(conn, bucket, key), bucket.url(key))
+        local = parse_manifest(_get_manifest(conn, bucket, key), bucket.url(key))
     keys = _bundle_keys(bucket, manifest_name, local.manifest)
 
     def result(

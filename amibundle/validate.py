@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from amibundle.manifest import DeviceMapping, plain_name_problem
 
 __all__ = [
-    "IMAGE_TYPES",
     "MAX_IMAGE_SIZE",
     "check_image_size",
     "check_plain_name",
@@ -27,7 +26,6 @@ __all__ = [
 from amibundle.errors import UsageError
 
 MAX_IMAGE_SIZE = 10 * 1024**3  # EC2's limit for instance-store images
-IMAGE_TYPES = ("machine", "kernel", "ramdisk")
 
 
 def normalize_account_id(user: str) -> str:
