@@ -83,8 +83,9 @@ def check_level(kind: Compression, level: int | None) -> int:
     allowed = LEVEL_RANGES[kind]
     if level not in allowed:
         raise UsageError(
-            f"--compress-level for {kind.value} must be {allowed.start} to "
-            f"{allowed.stop - 1}, not {level}"
+            f"{{param}} for {kind.value} must be {allowed.start} to "
+            f"{allowed.stop - 1}, not {level}",
+            param="level",
         )
     return level
 
@@ -93,7 +94,7 @@ def open_compressor(kind: Compression, level: int | None, threads: int, sink: Ra
     """A writable stream that compresses into ``sink``. Closing it finishes
     the stream (and stops its threads, also after an error)."""
     if threads < 1:
-        raise UsageError(f"--threads must be at least 1, not {threads}")
+        raise UsageError(f"{{param}} must be at least 1, not {threads}", param="threads")
     level = check_level(kind, level)
     if kind is Compression.GZIP:
         engine = igzip_threaded if level in _ISAL_LEVELS else gzip_ng_threaded

@@ -25,7 +25,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from amibundle.errors import CertificateError, IntegrityError, KeyMismatchError, StorageError
+from amibundle.errors import (
+    CertificateError,
+    IntegrityError,
+    KeyMismatchError,
+    OutputExistsError,
+    StorageError,
+)
 
 __all__ = [
     "AES_BLOCK",
@@ -130,7 +136,7 @@ def write_private_key(path: Path, key: rsa.RSAPrivateKey, *, overwrite: bool = F
     try:
         fd = os.open(path, flags, stat.S_IRUSR | stat.S_IWUSR)
     except FileExistsError:
-        raise StorageError(f"{path} already exists; use --force to replace it") from None
+        raise OutputExistsError(path) from None
     except OSError as err:
         raise StorageError(f"cannot write {path}: {err.strerror}") from None
     with os.fdopen(fd, "wb") as out:

@@ -75,7 +75,7 @@ def find_ec2_certificate(
     if explicit is not None:
         if not explicit.is_file():
             raise CertificateError(f"EC2 certificate {explicit} does not exist or is not a file")
-        return CertificateLookup(explicit, "--ec2cert")
+        return CertificateLookup(explicit, "given")
     if env.get("AMIBUNDLE_EC2_CERT"):
         path = Path(env["AMIBUNDLE_EC2_CERT"])
         if not path.is_file():
@@ -90,6 +90,7 @@ def find_ec2_certificate(
         looked.append(str(path))
     raise CertificateError(
         f"no EC2 certificate {name} found (looked in: {', '.join(looked)})",
-        hint="pass one with --ec2cert FILE or set AMIBUNDLE_EC2_CERT; the classic "
+        hint="pass one with {param} FILE or set AMIBUNDLE_EC2_CERT; the classic "
         "ec2-ami-tools ship it in etc/ec2/amitools/",
+        param="ec2_cert",
     )

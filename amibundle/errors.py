@@ -1,36 +1,151 @@
-"""The exceptions amibundle raises on purpose.
+"""Every exception amibundle raises on purpose, in one tree.
 
-Every error a user can cause is an :class:`AmibundleError` whose ``str()`` is one
-line that says what is wrong; ``hint`` optionally says what to do about it.
-Library code raises these and never exits; ``amibundle.cli`` maps them to exit
-codes in one place.
+Every error a user can cause is an :class:`AmibundleError` whose ``str()`` is
+one line that says what is wrong; ``hint`` optionally says what to do about
+it. Library code raises these and never exits; ``amibundle.cli._errors``
+alone decides the exit status of each class, for both command families.
+
+An error about one argument names it through ``param`` (the library's
+parameter name, e.g. ``"user"``). Its message is written with a ``{param}``
+placeholder (``{switch}`` for a switch to turn on, ``{off}`` for one to turn
+off): a Python caller reads ``user=`` / ``force=True`` / ``size_checks=False``,
+the command line reads its flag (``--user``, ``--force``, ``--no-size-checks``)::
+
+    err = UsageError("{param} 'x' is not a 12-digit account number", param="user")
+    str(err)                           # "user= 'x' is not a 12-digit account number"
+    err.render(lambda param, off: "--user")  # "--user 'x' is not a 12-digit account number"
+
+    AmibundleError
+    ├── UsageError                an argument value or combination is not acceptable
+    ├── OutputExistsError         an output exists and replacing it was not asked for
+    ├── ManifestError             a manifest is malformed, hostile or incomplete
+    ├── TarFormatError            the bundle's tar stream is not one regular file
+    ├── IntegrityError            sizes, digests, signature or padding do not match
+    ├── KeyMismatchError          the private key cannot unwrap the bundle key
+    ├── CertificateError          a certificate or key cannot be found or read
+    ├── StorageError              local file I/O failed (missing, no space, no permission)
+    ├── S3Error                   S3 refused or could not be reached
+    │   ├── LocationMismatchError     the bucket is in another location
+    │   ├── AclsDisabledError         the bucket's ACLs are disabled
+    │   ├── S3CredentialsError        no credentials, or refused ones
+    │   └── NoSuchBucketError         the bucket does not exist
+    ├── ToolNotFound              an external program is not installed
+    ├── ToolError                 an external program failed
+    ├── VolumeError               bundle-vol cannot build the image as asked
+    ├── MetadataUnavailable       the instance metadata service cannot be reached
+    ├── DeclinedError             a question was answered no
+    └── PromptTimeout             nobody answered a question in time
 """
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
 __all__ = [
+    "AclsDisabledError",
     "AmibundleError",
     "CertificateError",
+    "DeclinedError",
     "IntegrityError",
     "KeyMismatchError",
+    "LocationMismatchError",
     "ManifestError",
+    "MetadataUnavailable",
+    "NoSuchBucketError",
     "OutputExistsError",
+    "PromptTimeout",
+    "S3CredentialsError",
+    "S3Error",
     "StorageError",
     "TarFormatError",
+    "ToolError",
+    "ToolNotFound",
     "UsageError",
+    "VolumeError",
+    "Spelling",
+    "python_spelling",
 ]
 
 
-class AmibundleError(Exception):
-    """Root of every deliberate error. ``str(err)`` is a single line."""
+def python_spelling(template: str, param: str | None) -> str:
+    """``template`` with its parameter placeholders as a Python caller writes
+    them: ``{param}`` is ``name=``, ``{switch}`` ``name=True`` and ``{off}``
+    ``name=False``."""
+    if param is None:
+        return template
+    return (
+        template.replace("{param}", f"{param}=")
+        .replace("{switch}", f"{param}=True")
+        .replace("{off}", f"{param}=False")
+    )
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
+
+Spelling = Callable[[str, bool], str]  # (param, turned off?) -> how a caller writes it
+
+
+def _spelled(template: str, param: str, spell: Spelling) -> str:
+    on = spell(param, False)
+    return (
+        template.replace("{param}", on).replace("{switch}", on).replace("{off}", spell(param, True))
+    )
+
+
+class AmibundleError(Exception):
+    """Root of every deliberate error. ``str(err)`` is a single line.
+
+    ``problems`` holds the single errors of one that reports several at once
+    (:meth:`combine`)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, param: str | None = None) -> None:
+        super().__init__(python_spelling(message, param))
+        self.template = message
+        self.hint_template = hint
+        self.hint = None if hint is None else python_spelling(hint, param)
+        self.param = param
+        self.problems: tuple[AmibundleError, ...] = ()
+
+    @classmethod
+    def combine(cls, errors: Sequence[AmibundleError]) -> AmibundleError:
+        """One error reporting every one of ``errors`` (the error itself when alone)."""
+        if len(errors) == 1:
+            return errors[0]
+        combined = cls("; ".join(str(error) for error in errors))
+        combined.problems = tuple(errors)
+        hints = [error.hint for error in errors if error.hint]
+        combined.hint = "; ".join(hints) if hints else None
+        return combined
+
+    def render(self, spell: Spelling) -> str:
+        """The message with each parameter spelled by ``spell(param, off)``
+        (the CLI's flags: ``--user``; ``--no-inherit`` for ``inherit`` turned off)."""
+        if self.problems:
+            return "; ".join(problem.render(spell) for problem in self.problems)
+        if self.param is None:
+            return self.template
+        return _spelled(self.template, self.param, spell)
+
+    def render_hint(self, spell: Spelling) -> str | None:
+        if self.problems:
+            hints = [hint for problem in self.problems if (hint := problem.render_hint(spell))]
+            return "; ".join(hints) if hints else None
+        if self.hint_template is None or self.param is None:
+            return self.hint_template
+        return _spelled(self.hint_template, self.param, spell)
 
 
 class UsageError(AmibundleError):
     """An argument or option value the user gave is not acceptable."""
+
+
+class OutputExistsError(AmibundleError):
+    """An output file already exists and overwriting was not asked for."""
+
+    def __init__(self, path: Path | str, *, what: str = "") -> None:
+        subject = f"{what} {path}" if what else str(path)
+        super().__init__(f"{subject} already exists; use {{switch}} to replace it", param="force")
+        self.path = Path(path)
 
 
 class ManifestError(AmibundleError):
@@ -56,10 +171,87 @@ class CertificateError(AmibundleError):
     """A certificate or private key cannot be found or read."""
 
 
-class OutputExistsError(AmibundleError):
-    """An output file already exists and overwriting was not asked for."""
-
-
 class StorageError(AmibundleError):
     """Reading or writing local files failed (missing file, no space, no
     permission)."""
+
+
+# --- S3 ---------------------------------------------------------------------------
+
+
+class S3Error(AmibundleError):
+    """S3 refused a request or could not be reached."""
+
+
+class LocationMismatchError(S3Error):
+    """The bucket exists in another location than the one asked for."""
+
+
+class AclsDisabledError(S3Error):
+    """The bucket's Object Ownership is BucketOwnerEnforced: ACLs are disabled,
+    so the grant that lets EC2 read the bundle cannot be set."""
+
+
+class S3CredentialsError(S3Error):
+    """No credentials were found, or S3 refused them."""
+
+
+class NoSuchBucketError(S3Error):
+    """The bucket does not exist."""
+
+
+# --- external programs, volumes, the instance ---------------------------------------------
+
+
+class ToolNotFound(AmibundleError):
+    """A program amibundle needs is not installed."""
+
+    def __init__(self, tool: str, package: str) -> None:
+        super().__init__(
+            f"{tool} not found; install {package}", hint=f"e.g. apt-get install {package}"
+        )
+        self.tool = tool
+        self.package = package
+
+
+class ToolError(AmibundleError):
+    """A program exited with a non-zero status (or was killed by a signal)."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr_tail: str) -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        name = Path(self.argv[0]).name if self.argv else "?"
+        status = (
+            f"killed by {_signal_name(-returncode)}" if returncode < 0 else f"exit {returncode}"
+        )
+        lines = [line.strip() for line in stderr_tail.splitlines() if line.strip()]
+        last = lines[-1] if lines else ""
+        super().__init__(f"{name} failed ({status})" + (f": {last}" if last else ""))
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+class VolumeError(AmibundleError):
+    """The image cannot be built as asked (size, layout, builder, script)."""
+
+
+class MetadataUnavailable(AmibundleError):
+    """The instance metadata service cannot be reached (not on EC2, or blocked)."""
+
+
+# --- questions ---------------------------------------------------------------------------
+
+
+class DeclinedError(AmibundleError):
+    """The user answered no. The classic tools then exited 0, which looks
+    like success; amibundle exits 8 so scripts can tell."""
+
+
+class PromptTimeout(AmibundleError):
+    """Nobody answered a question in time."""

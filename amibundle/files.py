@@ -3,20 +3,55 @@
 Every output is written under a hidden temporary name in its destination
 folder (same file system, so the final rename is atomic) with mode 0600, and
 renamed only when complete and checked. Without ``overwrite`` the rename
-refuses to replace an existing file, even one that appeared meanwhile.
+refuses to replace an existing file, even one that appeared meanwhile;
+:func:`refuse_existing` says so earlier, before any work is done.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from amibundle.errors import OutputExistsError, StorageError
+from amibundle.errors import OutputExistsError, StorageError, UsageError
 
-__all__ = ["TempOutput", "publish", "temp_output", "write_atomically"]
+__all__ = [
+    "TempOutput",
+    "check_directory",
+    "publish",
+    "refuse_existing",
+    "temp_output",
+    "write_all",
+    "write_atomically",
+]
+
+log = logging.getLogger("amibundle.files")
+
+
+def check_directory(path: Path, param: str) -> None:
+    """``path`` must be an existing folder (outputs are written into it)."""
+    if not path.is_dir():
+        raise UsageError(f"{{param}} {path} is not an existing directory", param=param)
+
+
+def refuse_existing(paths: Iterable[Path], *, force: bool, what: str = "") -> None:
+    """Raises :class:`OutputExistsError` for the first of ``paths`` that exists
+    (a dangling symlink counts), unless ``force``."""
+    if force:
+        return
+    for path in paths:
+        if os.path.lexists(path):
+            raise OutputExistsError(path, what=what)
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Writes all of ``data`` to ``fd`` (os.write may write less)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _fail(action: str, path: Path, err: OSError) -> StorageError:
@@ -24,10 +59,14 @@ def _fail(action: str, path: Path, err: OSError) -> StorageError:
 
 
 class TempOutput:
-    """A temporary file beside ``final``; :meth:`publish` renames it into place."""
+    """A temporary file beside ``final``; :meth:`publish` renames it into place.
 
-    def __init__(self, final: Path) -> None:
+    With ``keep_on_failure`` an unpublished file is kept (and named in a
+    warning) instead of removed: bundle-vol's ``keep_partial``."""
+
+    def __init__(self, final: Path, *, keep_on_failure: bool = False) -> None:
         self.final = final
+        self.keep_on_failure = keep_on_failure
         try:
             fd, name = tempfile.mkstemp(
                 prefix=f".{final.name}.", suffix=".partial", dir=final.parent
@@ -38,7 +77,8 @@ class TempOutput:
         self.path = Path(name)
         self.published = False
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Closes the descriptor (for writers that use the file by its name)."""
         # Close once: a second close could hit a descriptor reused by another thread.
         fd, self.fd = self.fd, -1
         if fd >= 0:
@@ -47,18 +87,26 @@ class TempOutput:
     def discard(self) -> None:
         """Removes the temporary file (nothing happens after :meth:`publish`)."""
         with contextlib.suppress(OSError):
-            self._close()
-        if not self.published:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+            self.close()
+        if self.published:
+            return
+        if self.keep_on_failure:
+            log.warning("keeping the partial file %s", self.path)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
 
-    def publish(self, *, overwrite: bool, mode: int = 0o644, mtime: int | None = None) -> Path:
-        """Sets the file's mode and time, closes it and renames it to the final
-        name. Like tar, cp and gunzip it leaves write-back to the kernel: an
-        fsync would wait for the whole image to reach the disk."""
+    def publish(
+        self, *, overwrite: bool, mode: int | None = 0o644, mtime: int | None = None
+    ) -> Path:
+        """Sets the file's mode (None: keeps 0600) and time, closes it and
+        renames it to the final name. Like tar, cp and gunzip it leaves
+        write-back to the kernel: an fsync would wait for the whole image to
+        reach the disk."""
         try:
-            os.fchmod(self.fd, mode)
-            self._close()
+            if mode is not None:
+                self.path.chmod(mode)
+            self.close()
             if mtime is not None:
                 os.utime(self.path, (mtime, mtime))
         except OSError as err:
@@ -79,14 +127,11 @@ def publish(temp: Path, final: Path, *, overwrite: bool) -> None:
         try:
             os.link(temp, final)
         except FileExistsError:
-            raise OutputExistsError(f"{final} already exists; use --force to replace it") from None
+            raise OutputExistsError(final) from None
         except OSError:
             # No hard links here (some FUSE or network file systems): the check
             # and the rename are then two steps.
-            if final.exists():
-                raise OutputExistsError(
-                    f"{final} already exists; use --force to replace it"
-                ) from None
+            refuse_existing([final], force=False)
             temp.replace(final)
             return
         temp.unlink()
@@ -95,9 +140,10 @@ def publish(temp: Path, final: Path, *, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def temp_output(final: Path) -> Iterator[TempOutput]:
-    """A :class:`TempOutput` that is removed again unless it was published."""
-    out = TempOutput(final)
+def temp_output(final: Path, *, keep_on_failure: bool = False) -> Iterator[TempOutput]:
+    """A :class:`TempOutput` that is removed again unless it was published
+    (or kept, with ``keep_on_failure``)."""
+    out = TempOutput(final, keep_on_failure=keep_on_failure)
     try:
         yield out
     finally:
@@ -106,10 +152,8 @@ def temp_output(final: Path) -> Iterator[TempOutput]:
 
 def write_atomically(path: Path, data: bytes, *, overwrite: bool, mode: int = 0o644) -> None:
     with temp_output(path) as out:
-        view = memoryview(data)
         try:
-            while view:
-                view = view[os.write(out.fd, view) :]
+            write_all(out.fd, data)
         except OSError as err:
             raise _fail("write", path, err) from None
         out.publish(overwrite=overwrite, mode=mode)

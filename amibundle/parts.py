@@ -153,7 +153,7 @@ class DirectoryPartSink:
 
     def commit(self, filenames: Sequence[str]) -> list[Path]:
         if not self.overwrite and (clash := self.existing(filenames)):
-            raise OutputExistsError(f"{clash[0]} already exists; use --force to replace the bundle")
+            raise OutputExistsError(clash[0])
         finals = []
         for index, name in enumerate(filenames):
             final = self.destination / name

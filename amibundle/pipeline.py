@@ -11,8 +11,8 @@ parts. Unbundling runs the same stages backwards, with part reading,
 decryption and decompression in one background thread and tar parsing,
 hashing and sparse writing in the calling thread.
 
-These functions know streams, not files or manifests: ``amibundle.api``
-wires them to those.
+These functions know streams, not files or manifests: their callers
+(:mod:`amibundle.bundling`, :mod:`amibundle.unbundling`, ...) wire them to those.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
-from amibundle import tarstream
 from amibundle.compression import (
     DECOMPRESSION_ERRORS,
     Compression,
@@ -38,10 +37,12 @@ from amibundle.compression import (
 )
 from amibundle.crypto import BundleKey, CbcDecryptor, CbcEncryptor
 from amibundle.errors import IntegrityError
+from amibundle.format.tar import Extent, Member, MemberInfo, padding, stored_size
+from amibundle.format.tar_reader import SingleMemberReader
+from amibundle.format.tar_writer import encode_header, end_of_archive, tar_size
 from amibundle.parts import PartReader, PartRecord, PartSink, PartSplitter
 from amibundle.progress import NullProgress, Progress, Stage
 from amibundle.sparse import read_extents
-from amibundle.tarstream import Extent, Member, MemberInfo, SingleMemberReader
 
 __all__ = [
     "BundleStreamResult",
@@ -50,7 +51,6 @@ __all__ = [
     "MemberWriter",
     "bundle_stream",
     "read_all_parts",
-    "tar_size",
     "tar_stream",
     "unbundle_stream",
 ]
@@ -92,24 +92,17 @@ class _Encrypting:
 def tar_stream(fd: int, member: MemberInfo) -> Iterator[bytes | memoryview]:
     """The whole tar archive T for one member, in pieces. Read buffers are
     reused: consumers must use each piece before asking for the next."""
-    header = tarstream.encode_header(member)
+    header = encode_header(member)
     yield header
     if member.extents is not None:
         extents: tuple[Extent, ...] = member.extents
     else:
         extents = (Extent(0, member.size),) if member.size else ()
     yield from read_extents(fd, extents, itertools.repeat(bytearray(_READ_BUFFER)))
-    stored = tarstream.stored_size(member)
-    yield tarstream.padding(stored)
-    written = len(header) + stored + len(tarstream.padding(stored))
-    yield tarstream.end_of_archive(written)
-
-
-def tar_size(member: MemberInfo) -> int:
-    """The length of :func:`tar_stream` for ``member`` (for progress totals)."""
-    body = len(tarstream.encode_header(member)) + tarstream.stored_size(member)
-    body += len(tarstream.padding(tarstream.stored_size(member)))
-    return body + len(tarstream.end_of_archive(body))
+    stored = stored_size(member)
+    yield padding(stored)
+    written = len(header) + stored + len(padding(stored))
+    yield end_of_archive(written)
 
 
 def bundle_stream(

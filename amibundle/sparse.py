@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable, Iterator
 
 from amibundle.errors import StorageError
-from amibundle.tarstream import Extent
+from amibundle.format.tar import Extent
 
 __all__ = [
     "ZERO_GRANULE",

@@ -17,13 +17,12 @@ import logging
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from amibundle.errors import AmibundleError
+from amibundle.errors import ToolError, ToolNotFound
 
 __all__ = [
     "PACKAGES",
@@ -64,34 +63,6 @@ _STDERR_KEEP = 64 << 10  # how much of a tool's stderr an error keeps
 _TERMINATE_GRACE = 5.0  # seconds a child gets to exit after SIGTERM
 
 
-class ToolNotFound(AmibundleError):
-    """A program amibundle needs is not installed."""
-
-    def __init__(self, tool: str, package: str | None = None) -> None:
-        package = package or PACKAGES.get(tool, tool)
-        super().__init__(
-            f"{tool} not found; install {package}", hint=f"e.g. apt-get install {package}"
-        )
-        self.tool = tool
-        self.package = package
-
-
-class ToolError(AmibundleError):
-    """A program exited with a non-zero status (or was killed by a signal)."""
-
-    def __init__(self, argv: Sequence[str], returncode: int, stderr_tail: str) -> None:
-        self.argv = tuple(argv)
-        self.returncode = returncode
-        self.stderr_tail = stderr_tail
-        name = Path(self.argv[0]).name if self.argv else "?"
-        if returncode < 0:
-            status = f"killed by {_signal_name(-returncode)}"
-        else:
-            status = f"exit {returncode}"
-        last = _last_line(stderr_tail)
-        super().__init__(f"{name} failed ({status})" + (f": {last}" if last else ""))
-
-
 @dataclass(frozen=True)
 class Completed:
     """A program that ran to a zero exit status, with what it wrote."""
@@ -107,13 +78,13 @@ def which(tool: str, package: str | None = None) -> str:
     if os.sep in tool:
         if os.access(tool, os.X_OK) and not Path(tool).is_dir():
             return tool
-        raise ToolNotFound(tool, package)
+        raise ToolNotFound(tool, package or PACKAGES.get(tool, tool))
     found = shutil.which(tool)
     if found is None:
         path = os.pathsep.join([os.environ.get("PATH", os.defpath), *_SBIN])
         found = shutil.which(tool, path=path)
     if found is None:
-        raise ToolNotFound(tool, package)
+        raise ToolNotFound(tool, package or PACKAGES.get(tool, tool))
     return found
 
 
@@ -175,15 +146,3 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     for stream in (process.stdin, process.stdout, process.stderr):
         if stream is not None:
             stream.close()
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"

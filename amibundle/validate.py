@@ -1,42 +1,106 @@
-"""Checks and normalisation of user-supplied bundle metadata.
+"""Checks of what callers hand the library: paths, names, account ids,
+mappings, product codes, sizes.
 
-Shared by bundle-image and bundle-vol, library and CLI alike. Each function
-raises :class:`~amibundle.errors.UsageError` with a message that names the
-option, so the CLI can show it as is.
+Each check raises :class:`~amibundle.errors.UsageError` naming the
+parameter it is about (``param``), so a Python caller reads ``user=`` and
+the command line reads ``--user``. :func:`collect` runs several checks and
+reports every problem at once.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from enum import Enum
+from pathlib import Path
+from typing import TypeVar
 
-from amibundle.manifest import DeviceMapping, plain_name_problem
+from amibundle.errors import AmibundleError, UsageError
+from amibundle.format.manifest import DeviceMapping
+from amibundle.format.names import plain_name_problem
 
 __all__ = [
     "MAX_IMAGE_SIZE",
+    "Problems",
+    "as_enum",
+    "as_optional_path",
+    "as_path",
     "check_image_size",
     "check_plain_name",
+    "check_positive",
     "detect_architecture",
     "normalize_account_id",
     "parse_block_device_mapping",
     "split_product_codes",
 ]
 
-from amibundle.errors import UsageError
-
 MAX_IMAGE_SIZE = 10 * 1024**3  # EC2's limit for instance-store images
+_T = TypeVar("_T")
 
 
-def normalize_account_id(user: str) -> str:
+def as_path(value: object, param: str) -> Path:
+    """``value`` (a ``str`` or ``os.PathLike``) as a Path; anything else is a UsageError."""
+    if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+        path = Path(value)
+        if str(path) == "" or value == "":
+            raise UsageError("{param} is an empty path", param=param)
+        return path
+    raise UsageError(
+        f"{{param}} must be a path (str or os.PathLike), not {type(value).__name__}", param=param
+    )
+
+
+def as_optional_path(value: object, param: str) -> Path | None:
+    return None if value is None else as_path(value, param)
+
+
+class Problems:
+    """Collects the UsageErrors of several checks and raises them together.
+
+    ``with Problems() as problems: x = problems.check(f, ...)`` runs each check;
+    one that fails is recorded and yields None, and leaving the block raises
+    one error listing every problem (in the order found)."""
+
+    def __init__(self) -> None:
+        self.errors: list[AmibundleError] = []
+
+    def check(self, func: Callable[..., _T], *args: object, **kwargs: object) -> _T | None:
+        try:
+            return func(*args, **kwargs)
+        except UsageError as err:
+            self.errors.extend(err.problems or (err,))
+            return None
+
+    def add(self, error: AmibundleError) -> None:
+        self.errors.append(error)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise UsageError.combine(self.errors)
+
+    def __enter__(self) -> Problems:
+        return self
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        if kind is None:
+            self.raise_if_any()
+
+
+def normalize_account_id(user: object) -> str:
     """The 12-digit account number with dashes removed. Unlike the classic
     tool, which accepted any text containing 12 digits, it must be exactly that."""
-    digits = user.replace("-", "")
-    if not re.fullmatch(r"[0-9]{12}", digits):
+    digits = user.replace("-", "") if isinstance(user, str) else None
+    if digits is None or not re.fullmatch(r"[0-9]{12}", digits):
+        hint = None
+        if isinstance(user, str) and user.upper().startswith(("AKIA", "ASIA")):
+            hint = "an access key id (AKIA...) is not an account number"
         raise UsageError(
-            f"--user {user!r} is not a 12-digit AWS account number "
+            f"{{param}} {user!r} is not a 12-digit AWS account number "
             "(dashes allowed, e.g. 1234-5678-9012)",
-            hint="an access key id (AKIA...) is not an account number",
+            hint=hint,
+            param="user",
         )
     return digits
 
@@ -44,12 +108,16 @@ def normalize_account_id(user: str) -> str:
 def split_product_codes(values: Iterable[str]) -> tuple[str, ...]:
     """``["a,b", "c"]`` -> ``("a", "b", "c")``: one code per comma-separated item
     (the classic wrote ``a,b`` as one code)."""
+    if isinstance(values, str):
+        values = [values]
     codes: list[str] = []
     for value in values:
         for code in value.split(","):
             code = code.strip()
             if not code:
-                raise UsageError(f"--productcodes {value!r} has an empty product code")
+                raise UsageError(
+                    f"{{param}} {value!r} has an empty product code", param="product_codes"
+                )
             if code not in codes:
                 codes.append(code)
     return tuple(codes)
@@ -61,6 +129,8 @@ def parse_block_device_mapping(
     """Parses ``-B`` values (``"ami=sda1,root=/dev/sda1"``, repeatable; later
     pairs override earlier ones of the same virtual name) into sorted mappings.
     As the classic does, a second ``=`` and what follows it is dropped."""
+    if isinstance(values, str):
+        values = [values]
     pairs: dict[str, str] = {}
     if isinstance(values, Mapping):
         items: Iterable[str] = (f"{k}={v}" for k, v in values.items())
@@ -71,7 +141,8 @@ def parse_block_device_mapping(
         device = rest.split("=", 1)[0].strip()
         if not sep or not virtual.strip() or not device:
             raise UsageError(
-                f"--block-device-mapping item {item!r} is not of the form virtual=device"
+                f"{{param}} item {item!r} is not of the form virtual=device",
+                param="block_device_mapping",
             )
         pairs[virtual.strip()] = device
     return tuple(DeviceMapping(v, d) for v, d in sorted(pairs.items()))
@@ -79,16 +150,28 @@ def parse_block_device_mapping(
 
 def _items_of(value: str) -> list[str]:
     if not value.strip():
-        raise UsageError("--block-device-mapping needs at least one virtual=device pair")
+        raise UsageError(
+            "{param} needs at least one virtual=device pair", param="block_device_mapping"
+        )
     return value.split(",")
 
 
-def check_plain_name(value: str, option: str) -> str:
+def check_plain_name(value: object, param: str) -> str:
     """A file name with no directory part: prefixes become file names and
-    manifest text (the manifest module owns the rule)."""
-    problem = plain_name_problem(option, value)
+    manifest text (the rule is :func:`amibundle.format.names.plain_name_problem`)."""
+    problem = plain_name_problem("{param}", value)
     if problem:
-        raise UsageError(problem)
+        raise UsageError(problem, param=param)
+    assert isinstance(value, str)
+    return value
+
+
+def check_positive(value: object, param: str) -> int:
+    """A whole number of at least 1 (booleans are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(
+            f"{{param}} must be a whole number of at least 1, not {value!r}", param=param
+        )
     return value
 
 
@@ -100,7 +183,8 @@ def check_image_size(size: int, *, size_checks: bool) -> None:
     if size > MAX_IMAGE_SIZE:
         raise UsageError(
             f"the image is {size} bytes, larger than EC2's 10 GiB limit for instance-store images",
-            hint="--no-size-checks lifts the limit, for other clouds",
+            hint="{off} lifts the limit, for other clouds",
+            param="size_checks",
         )
 
 
@@ -113,3 +197,19 @@ def detect_architecture() -> str:
     if machine in ("x86_64", "amd64", "AMD64"):
         return "x86_64"
     return "unknown"
+
+
+_E = TypeVar("_E", bound=Enum)
+
+
+def as_enum(kind: type[_E], value: object, param: str) -> _E:
+    """``value`` (a member or its value) as a member of ``kind``."""
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(str(member.value) for member in kind)
+        raise UsageError(
+            f"{{param}} must be one of {choices}, not {value!r}", param=param
+        ) from None

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 import amibundle
 from amibundle import s3
-from tests.s3.servers import SeaweedServer, find_weed
+from tests.support.s3servers import SeaweedServer, find_weed
 
 WORK = REPO / "benchmarks" / "work" / "s3"
 MiB = 1 << 20
@@ -54,11 +54,9 @@ def make_bundle(size: int) -> amibundle.BundleResult:
     bundle.mkdir()
     result = amibundle.bundle_image(
         image,
-        cert=keys.certificate,
-        private_key=keys.private_key,
-        user="123456789012",
+        metadata=amibundle.BundleMetadata.create(user="123456789012", arch="x86_64"),
+        keys=amibundle.BundleKeys.load(cert=keys.certificate, private_key=keys.private_key),
         destination=bundle,
-        arch="x86_64",
     )
     image.unlink()  # only the bundle is needed from here on
     return result

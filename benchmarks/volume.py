@@ -68,7 +68,7 @@ def warm(root: Path) -> None:
 
 
 def run(args: list[str], *, unprivileged: bool = False) -> float:
-    command = [sys.executable, "-m", "tests.volume.runner", *args, "-q"]
+    command = [sys.executable, "-m", "tests.support.volume_runner", *args, "-q"]
     if unprivileged:
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *command]
     started = time.monotonic()
@@ -95,7 +95,7 @@ def main() -> None:
     HERE.chmod(0o755)
     sys.path.insert(0, str(REPO))
     from amibundle import keygen
-    from amibundle.imagebuild import loop_available
+    from amibundle.volume.plan import loop_available
 
     keys = Path(tempfile.mkdtemp(prefix="amibundle-bench-keys-"))
     identity = keygen(keys / "pk.pem", keys / "cert.pem")

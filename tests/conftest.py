@@ -1,39 +1,30 @@
-"""Fixtures shared by the whole suite: keys, sample images, the classic fixtures."""
+"""Fixtures shared by the whole suite: keys, the classic fixtures, EC2's certificate.
+
+Helpers live in :mod:`tests.support`; this file holds fixtures and hooks only.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import amibundle
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-CLASSIC = SHARED / "fixtures" / "classic-1.5.3"
-
-
-@dataclass(frozen=True)
-class Identity:
-    key: Path
-    cert: Path
+from tests.support.common import CLASSIC, SHARED, SHARED_ABSENT, Identity
 
 
 @pytest.fixture(scope="session")
 def classic() -> Path:
     """The classic-tool fixture bundles (skipped when ../shared is absent)."""
     if not CLASSIC.is_dir():
-        pytest.skip(f"classic fixtures not found at {CLASSIC} (../shared is absent)")
+        pytest.skip(f"{SHARED_ABSENT}: no classic fixtures at {CLASSIC}")
     return CLASSIC
 
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
     if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent")
+        pytest.skip(f"{SHARED_ABSENT}: {SHARED} not found")
     return SHARED
 
 
@@ -69,28 +60,13 @@ def _ec2_cert_env(monkeypatch: pytest.MonkeyPatch, ec2_id: Identity) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-def write_image(path: Path, size: int, writes: Iterable[tuple[int, bytes]] = ()) -> Path:
-    """A sparse file of ``size`` bytes with ``writes`` (offset, data) applied."""
-    with open(path, "wb") as f:
-        f.truncate(size)
-        for offset, data in writes:
-            f.seek(offset)
-            f.write(data)
-    return path
-
-
-def sample_image(path: Path, mib: int = 8) -> Path:
-    """A sparse image with a hole at the start, random and compressible data,
-    a run of written zeros, and a hole at the end."""
-    rnd = os.urandom
-    text = b"the quick brown fox jumps over the lazy dog\n" * 20000
-    return write_image(
-        path,
-        mib << 20,
-        [(1 << 20, rnd(300_000)), (2 << 20, text), (3 << 20, bytes(1 << 20)), (4 << 20, rnd(5000))],
-    )
-
-
-def tree(folder: Path) -> list[str]:
-    """Every name below ``folder``, hidden ones included (for no-leftovers checks)."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many tests did not run because ../shared is absent."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    absent = sum(1 for report in skipped if SHARED_ABSENT in str(report.longrepr))
+    if absent:
+        terminalreporter.write_line(
+            f"{absent} test(s) skipped because {SHARED_ABSENT} "
+            f"(expected beside the clone at {SHARED})",
+            yellow=True,
+        )

@@ -8,16 +8,18 @@ outcome                       modern  classic
 ============================  ======  =======
 success, --help, --version    0       0
 UsageError                    2       1
-other AmibundleError          1       254 (or the error's ``classic_exit``)
+a question answered no        8       8
+other AmibundleError          1       254 (or the class's code below)
 Ctrl-C                        130     255
 unexpected exception          1       1
 ============================  ======  =======
 
-The classic codes are those of ``classic-cli.md`` §1.6. An error class that
-needs a specific classic status (3 for S3, 10, 12, …) says so with a
-``classic_exit`` class attribute, and one that needs the same status in both
-families with ``exit_code`` (8 for a declined question); they are read with
-``getattr`` so :mod:`amibundle.errors` need not know about the CLI.
+The classic codes of ``classic-cli.md`` §1.6 that depend on the error are
+in :data:`CLASSIC_CODES` (3 for S3, 10 for a bucket elsewhere, 12 for
+metadata asked for and unreachable, 5 for a question nobody answered).
+Messages name options as the command spells them: an error about the
+library parameter ``user`` reads ``--user`` here (see
+:meth:`amibundle.errors.AmibundleError.render`).
 """
 
 from __future__ import annotations
@@ -30,10 +32,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from amibundle.cli._options import USAGE_PROG_ATTR, EarlyExit, OptionParser, Style, parse_args
-from amibundle.errors import AmibundleError, UsageError
+from amibundle.cli._options import EarlyExit, OptionParser, Style, parse_args
+from amibundle.errors import (
+    AmibundleError,
+    DeclinedError,
+    LocationMismatchError,
+    MetadataUnavailable,
+    PromptTimeout,
+    S3Error,
+    Spelling,
+    UsageError,
+)
 
 __all__ = [
+    "CLASSIC_CODES",
     "CLASSIC_EXIT",
     "EXIT_CODES",
     "MODERN_EXIT",
@@ -59,6 +71,15 @@ MODERN_EXIT = ExitCodes(success=0, usage=2, failure=1, interrupted=130, internal
 CLASSIC_EXIT = ExitCodes(success=0, usage=1, failure=254, interrupted=255, internal=1)
 EXIT_CODES: Mapping[Style, ExitCodes] = {Style.MODERN: MODERN_EXIT, Style.CLASSIC: CLASSIC_EXIT}
 
+# Error classes with a status of their own, most specific first.
+CLASSIC_CODES: tuple[tuple[type[AmibundleError], int], ...] = (
+    (LocationMismatchError, 10),
+    (S3Error, 3),
+    (MetadataUnavailable, 12),
+    (PromptTimeout, 5),
+)
+BOTH_CODES: tuple[tuple[type[AmibundleError], int], ...] = ((DeclinedError, 8),)
+
 
 def exit_code_for(error: BaseException, style: Style) -> int:
     """The exit status for ``error`` raised by a command of ``style``."""
@@ -67,13 +88,10 @@ def exit_code_for(error: BaseException, style: Style) -> int:
         return codes.interrupted
     if not isinstance(error, AmibundleError):
         return codes.internal
-    # An error may fix its status for both families (``exit_code``) or for
-    # the classic tools only (``classic_exit``, from classic-cli.md).
-    explicit = getattr(error, "exit_code", None)
-    if style is Style.CLASSIC:
-        explicit = getattr(error, "classic_exit", explicit)
-    if isinstance(explicit, int):
-        return explicit
+    table = (*BOTH_CODES, *CLASSIC_CODES) if style is Style.CLASSIC else BOTH_CODES
+    for kind, code in table:
+        if isinstance(error, kind):
+            return code
     return codes.usage if isinstance(error, UsageError) else codes.failure
 
 
@@ -86,7 +104,7 @@ def run_command(func: Callable[[], int | None], *, prog: str, style: Style, debu
     never a traceback. Unexpected exceptions are reported as internal errors,
     with the traceback only when ``debug`` is set.
     """
-    return _run(func, prog=prog, style=style, is_debug=lambda: debug)
+    return _run(func, prog=prog, style=style, is_debug=lambda: debug, spell=_default_spelling)
 
 
 def run_cli(
@@ -108,11 +126,26 @@ def run_cli(
     def is_debug() -> bool:
         return bool(parsed and getattr(parsed[0], "debug", False))
 
-    return _run(parse_then_run, prog=parser.prog, style=parser.style, is_debug=is_debug)
+    return _run(
+        parse_then_run,
+        prog=parser.prog,
+        style=parser.style,
+        is_debug=is_debug,
+        spell=parser.flag_for,
+    )
+
+
+def _default_spelling(param: str, off: bool) -> str:
+    return "--" + ("no-" if off else "") + param.replace("_", "-")
 
 
 def _run(
-    func: Callable[[], int | None], *, prog: str, style: Style, is_debug: Callable[[], bool]
+    func: Callable[[], int | None],
+    *,
+    prog: str,
+    style: Style,
+    is_debug: Callable[[], bool],
+    spell: Spelling,
 ) -> int:
     codes = EXIT_CODES[style]
     try:
@@ -128,7 +161,7 @@ def _run(
         return _system_exit_status(exiting)
     except AmibundleError as error:
         _flush_stdout()
-        _report(error, prog=prog, style=style)
+        _report(error, prog=prog, style=style, spell=spell)
         return exit_code_for(error, style)
     except Exception as error:
         _flush_stdout()
@@ -141,13 +174,13 @@ def _run(
     return codes.success if status is None else status
 
 
-def _report(error: AmibundleError, *, prog: str, style: Style) -> None:
-    lines = [_error_line(_one_line(str(error)), prog, style)]
-    if error.hint:
-        lines.append(f"hint: {_one_line(error.hint)}")
+def _report(error: AmibundleError, *, prog: str, style: Style, spell: Spelling) -> None:
+    lines = [_error_line(_one_line(error.render(spell)), prog, style)]
+    hint = error.render_hint(spell)
+    if hint:
+        lines.append(f"hint: {_one_line(hint)}")
     if isinstance(error, UsageError):
-        usage_prog = getattr(error, USAGE_PROG_ATTR, None)
-        lines.append(f"Try '{usage_prog if isinstance(usage_prog, str) else prog} --help'.")
+        lines.append(f"Try '{prog} --help'.")
     _write(sys.stderr, "\n".join(lines))
 
 

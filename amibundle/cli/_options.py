@@ -33,7 +33,6 @@ from amibundle import __version__
 from amibundle.errors import UsageError
 
 __all__ = [
-    "USAGE_PROG_ATTR",
     "EarlyExit",
     "OptionParser",
     "Style",
@@ -71,12 +70,25 @@ class EarlyExit(Exception):
 _MANDATORY_ATTR = "_amibundle_mandatory"
 _EARLY_ATTR = "_amibundle_early"
 _COMMON_ATTR = "_amibundle_common"
-# Namespace attribute through which each parser reports what it saw; nested
-# subparsers copy it up to the parent, which prepends itself.
-_CHAIN_ATTR = "_amibundle_parse_chain"
-# Set on UsageErrors raised by a parser: the prog whose --help to suggest.
-USAGE_PROG_ATTR = "usage_prog"
+# Namespace attribute through which the parser reports the options it saw.
+_SEEN_ATTR = "_amibundle_seen"
 _EARLY_PRECEDENCE = ("version", "help", "manual")
+# The library's parameter names that the options spell differently.
+PARAM_DESTS: dict[str, str] = {
+    "private_key": "privatekey",
+    "ec2_cert": "ec2cert",
+    "kernel_id": "kernel",
+    "ramdisk_id": "ramdisk",
+    "product_codes": "productcodes",
+    "size_checks": "no_size_checks",
+    "bootloader": "no_bootloader",
+    "use_filter": "no_filter",
+    "level": "compress_level",
+    "size_mib": "size",
+    "image_type": "image_type",
+    "first_part": "part",
+    "skip_manifest": "skipmanifest",
+}
 # argparse reports missing positionals through error(); these are post-parse
 # checks in the classic sense and must not hide --help.
 _REQUIRED_MESSAGES = ("the following arguments are required", "one of the arguments")
@@ -96,14 +108,6 @@ class _Exclusive:
 
     flags: tuple[str, ...]
     required: bool
-
-
-@dataclass(frozen=True)
-class _ParseRecord:
-    """What one parser saw during one parse: itself and the actions given."""
-
-    parser: OptionParser
-    seen: tuple[argparse.Action, ...]
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -167,6 +171,9 @@ class OptionParser(argparse.ArgumentParser):
         self._action_groups.insert(self._action_groups.index(self._optionals), self.mandatory_group)
         self._exclusives: list[_Exclusive] = []
         self._checks: list[Callable[[argparse.Namespace], None]] = []
+        # Library parameter -> option destination, where their names differ
+        # (``private_key`` -> ``privatekey``): errors name the parameter.
+        self.param_dests: dict[str, str] = dict(PARAM_DESTS)
 
     # -- errors ---------------------------------------------------------------
 
@@ -174,10 +181,22 @@ class OptionParser(argparse.ArgumentParser):
         """Raise instead of exiting; the command's runner prints and maps it."""
         if message.startswith(_REQUIRED_MESSAGES[0]):
             message = _MISSING_ARGUMENT + message[len(_REQUIRED_MESSAGES[0]) :]
-        error = UsageError(message)
-        # A subcommand's error should point at that subcommand's --help.
-        setattr(error, USAGE_PROG_ATTR, self.prog)
-        raise error
+        raise UsageError(message)
+
+    def flag_for(self, param: str, off: bool = False) -> str:
+        """How this command spells the library parameter ``param`` (``off``:
+        turned off): the long flag of the option whose destination is
+        ``param`` (or is named for it in ``param_dests``), preferring a
+        ``--no-`` flag for ``off``; else ``--param-name``."""
+        dest = self.param_dests.get(param, param)
+        flags = [
+            _long_flag(action)
+            for action in self._actions
+            if action.option_strings and action.dest == dest
+        ]
+        if off:
+            flags.sort(key=lambda flag: not flag.startswith("--no-"))
+        return flags[0] if flags else "--" + param.replace("_", "-")
 
     # -- parsing --------------------------------------------------------------
 
@@ -201,13 +220,12 @@ class OptionParser(argparse.ArgumentParser):
             # treat both alike.
             message = _argument_error_text(err) if isinstance(err, argparse.ArgumentError) else ""
             if early_seen and _is_missing_required(message or str(err)):
-                raise _early_exit((_ParseRecord(self, tuple(seen)),)) from None
+                raise _early_exit(self, seen) from None
             if isinstance(err, UsageError):
                 raise
             self.error(message)
         self._handle_strays([*strays, *extras])
-        chain = getattr(result, _CHAIN_ATTR, ())
-        setattr(result, _CHAIN_ATTR, (_ParseRecord(self, tuple(seen)), *chain))
+        setattr(result, _SEEN_ATTR, tuple(seen))
         return result, []
 
     def _normalize(self, argv: list[str]) -> tuple[list[str], list[argparse.Action], list[str]]:
@@ -234,10 +252,6 @@ class OptionParser(argparse.ArgumentParser):
                 index = self._take_long(word, argv, index, tokens, seen)
             elif word.startswith("-") and word != "-":
                 index = self._take_short(word, argv, index, tokens, seen)
-            elif self._has_subcommands():
-                # Everything from the verb on belongs to the verb's own parser.
-                tokens += argv[index - 1 :]
-                break
             elif takes_words:
                 tokens.append(word)
             else:
@@ -317,12 +331,6 @@ class OptionParser(argparse.ArgumentParser):
             self.error(f"unknown option: {name}")
         names = sorted(flag for _action, flag in candidates.values())
         self.error(f"ambiguous option {name}: could be {_or_list(names)}")
-
-    def _has_subcommands(self) -> bool:
-        return any(
-            isinstance(action, argparse._SubParsersAction)
-            for action in self._positionals._group_actions
-        )
 
     def _handle_strays(self, words: list[str]) -> None:
         if not words:
@@ -459,8 +467,7 @@ def add_common_options(parser: OptionParser, style: Style | None = None) -> None
     """Add ``--help/-h``, ``--version``, ``--manual``, ``--batch``, ``--debug``, ``--quiet/-q``.
 
     In the classic style they are moved to the front of the optional group, as
-    the Ruby tools list them. Their defaults are filled in by :func:`parse_args`
-    (argparse would otherwise let a subcommand's defaults overwrite them).
+    the Ruby tools list them. Their defaults are filled in by :func:`parse_args`.
     """
     style = parser.style if style is None else style
     group = parser._optionals
@@ -576,16 +583,14 @@ def parse_args(parser: OptionParser, argv: Sequence[str] | None = None) -> argpa
 
     While-parsing checks (``type=`` converters, unknown/ambiguous options) always
     run. Then, unless ``--version``/``--help``/``--manual`` was given (which raises
-    :class:`EarlyExit`), the post-parse checks of every parser involved run.
-    The common flags ``batch``, ``debug`` and ``quiet`` are always present in
-    the result.
+    :class:`EarlyExit`), the post-parse checks run. The common flags
+    ``batch``, ``debug`` and ``quiet`` are always present in the result.
     """
     namespace, _ = parser.parse_known_args(argv)
-    records: tuple[_ParseRecord, ...] = vars(namespace).pop(_CHAIN_ATTR, ())
-    if any(getattr(action, _EARLY_ATTR, None) for record in records for action in record.seen):
-        raise _early_exit(records)
-    for record in records:
-        record.parser.run_post_parse_checks(namespace, record.seen)
+    seen: tuple[argparse.Action, ...] = vars(namespace).pop(_SEEN_ATTR, ())
+    if any(getattr(action, _EARLY_ATTR, None) for action in seen):
+        raise _early_exit(parser, seen)
+    parser.run_post_parse_checks(namespace, seen)
     for name in ("help", "version", "manual"):
         vars(namespace).pop(name, None)
     for name in ("batch", "debug", "quiet"):
@@ -594,12 +599,11 @@ def parse_args(parser: OptionParser, argv: Sequence[str] | None = None) -> argpa
     return namespace
 
 
-def _early_exit(records: Sequence[_ParseRecord]) -> EarlyExit:
-    """The winning early exit: by kind (version > help > manual), then the deepest parser."""
+def _early_exit(parser: OptionParser, seen: Sequence[argparse.Action]) -> EarlyExit:
+    """The winning early exit: version, then help, then manual."""
     for kind in _EARLY_PRECEDENCE:
-        for record in reversed(records):
-            if any(getattr(action, _EARLY_ATTR, None) == kind for action in record.seen):
-                return EarlyExit(kind, _early_text(record.parser, kind))
+        if any(getattr(action, _EARLY_ATTR, None) == kind for action in seen):
+            return EarlyExit(kind, _early_text(parser, kind))
     raise AssertionError("no early-exit option was seen")
 
 
@@ -647,8 +651,6 @@ def _metavar(action: argparse.Action) -> str:
 
 
 def _positional_usage(action: argparse.Action) -> str:
-    if isinstance(action, argparse._SubParsersAction):
-        return f"{action.metavar or '{' + ','.join(action.choices) + '}'} ..."
     name = _metavar(action) if action.metavar else action.dest
     if action.nargs == argparse.OPTIONAL:
         return f"[{name}]"

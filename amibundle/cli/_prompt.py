@@ -10,24 +10,11 @@ from __future__ import annotations
 import select
 import sys
 
-from amibundle.errors import AmibundleError
+from amibundle.errors import DeclinedError, PromptTimeout
 
-__all__ = ["DeclinedError", "PromptTimeout", "ask_value", "confirm", "interactive"]
+__all__ = ["TIMEOUT_SECONDS", "ask_value", "confirm", "interactive"]
 
 TIMEOUT_SECONDS = 30
-
-
-class PromptTimeout(AmibundleError):
-    """Nobody answered a question in time."""
-
-    classic_exit = 5
-
-
-class DeclinedError(AmibundleError):
-    """The user answered no. The classic tools then exited 0, which looks
-    like success; amibundle exits 8 so scripts can tell."""
-
-    exit_code = 8
 
 
 def interactive(batch: bool) -> bool:

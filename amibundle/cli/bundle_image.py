@@ -6,12 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from amibundle import api
+from amibundle.bundling import BundleResult, bundle_image
 from amibundle.cli._common import human_size, print_json, rate, version_text
 from amibundle.cli._options import (
     OptionParser,
     Style,
-    add_check,
     add_common_options,
     existing_dir,
     existing_file,
@@ -21,8 +20,9 @@ from amibundle.cli._options import (
 from amibundle.cli._progress import TqdmProgress
 from amibundle.cli._prompt import ask_value, confirm
 from amibundle.compression import DEFAULT_LEVELS, Compression, default_threads
-from amibundle.errors import UsageError
-from amibundle.manifest import DEFAULT_PART_SIZE
+from amibundle.format.manifest import DEFAULT_PART_SIZE
+from amibundle.identity import BundleKeys
+from amibundle.metadata import BundleMetadata
 from amibundle.pipeline import Codec
 from amibundle.validate import detect_architecture
 
@@ -195,15 +195,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     )
     add_output_options(parser)
     add_common_options(parser)
-    add_check(parser, _check_combinations)
     return parser
-
-
-def _check_combinations(args: argparse.Namespace) -> None:
-    if args.image_type == "kernel" and not args.kernel_name:
-        raise UsageError("--image-type kernel needs --kernel-name")
-    if args.kernel_name and args.image_type != "kernel":
-        raise UsageError("--kernel-name is only for --image-type kernel")
 
 
 def choose_architecture(args: argparse.Namespace) -> str:
@@ -241,7 +233,34 @@ def note_missing_mappings(mappings: list[str]) -> None:
             )
 
 
-def report(result: api.BundleResult, *, json_output: bool, tool: str) -> None:
+def keys_of(args: argparse.Namespace) -> BundleKeys:
+    """-c, -k, --ec2cert and --region, loaded and checked."""
+    return BundleKeys.load(
+        cert=args.cert, private_key=args.privatekey, ec2_cert=args.ec2cert, region=args.region
+    )
+
+
+def metadata_of(
+    args: argparse.Namespace,
+    arch: str,
+    *,
+    image_type: str = "machine",
+    kernel_name: str | None = None,
+) -> BundleMetadata:
+    """What the manifest will say, from the manifest options shared with bundle-vol."""
+    return BundleMetadata.create(
+        user=args.user,
+        arch=arch,
+        image_type=image_type,
+        kernel_name=kernel_name,
+        kernel_id=args.kernel,
+        ramdisk_id=args.ramdisk,
+        product_codes=[args.productcodes] if args.productcodes else [],
+        block_device_mapping=args.block_device_mapping,
+    )
+
+
+def report(result: BundleResult, *, json_output: bool, tool: str) -> None:
     if json_output:
         print_json(result.to_dict())
         return
@@ -257,27 +276,19 @@ def report(result: api.BundleResult, *, json_output: bool, tool: str) -> None:
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
     arch = choose_architecture(args)
+    metadata = metadata_of(args, arch, image_type=args.image_type, kernel_name=args.kernel_name)
+    keys = keys_of(args)
     note_missing_mappings(args.block_device_mapping)
     codec = codec_of(args)
     if not args.json:
         print(f"Bundling {args.image} into {args.destination} ...", flush=True)
     with TqdmProgress(quiet=args.quiet or args.json) as progress:
-        result = api.bundle_image(
+        result = bundle_image(
             args.image,
-            cert=args.cert,
-            private_key=args.privatekey,
-            user=args.user,
+            metadata=metadata,
+            keys=keys,
             destination=args.destination,
             prefix=args.prefix,
-            ec2_cert=args.ec2cert,
-            region=args.region,
-            arch=arch,
-            kernel_id=args.kernel,
-            ramdisk_id=args.ramdisk,
-            product_codes=[args.productcodes] if args.productcodes else [],
-            block_device_mapping=args.block_device_mapping,
-            image_type=args.image_type,
-            kernel_name=args.kernel_name,
             size_checks=not args.no_size_checks,
             part_size=args.part_size,
             codec=codec,

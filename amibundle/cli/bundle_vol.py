@@ -7,7 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-from amibundle.bundlevol import DEFAULT_SIZE_MIB, VolumeBundleResult, bundle_volume
 from amibundle.cli._common import human_size, print_json, version_text
 from amibundle.cli._options import (
     OptionParser,
@@ -28,11 +27,14 @@ from amibundle.cli.bundle_image import (
     add_output_options,
     choose_architecture,
     codec_of,
+    keys_of,
+    metadata_of,
     note_missing_mappings,
     report,
 )
 from amibundle.errors import UsageError
-from amibundle.imagebuild import BUILDERS, EXT_TYPES, PARTITION_TYPES
+from amibundle.volume.bundle import DEFAULT_SIZE_MIB, VolumeBundleResult, bundle_volume
+from amibundle.volume.plan import EXT_TYPES, Builder, PartitionTable
 
 __all__ = ["DESCRIPTION", "MANUAL", "build_parser", "run"]
 
@@ -148,7 +150,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         "-P",
         "--partition",
         metavar="TYPE",
-        type=choice_prefix(PARTITION_TYPES),
+        type=choice_prefix([table.value for table in PartitionTable]),
         help="none, mbr or gpt (default: the root disk's type when the volume is /, else none)",
     )
     parser.add_argument(
@@ -203,7 +205,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     add_manifest_options(parser)
     parser.add_argument(
         "--builder",
-        choices=BUILDERS,
+        choices=[builder.value for builder in Builder],
         default=None,
         help="loop (root, mount) or rootless (mke2fs -d + debugfs); default: loop when "
         "root with loop devices, else rootless",
@@ -255,10 +257,14 @@ def fstab_variant(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
     classic = style is Style.CLASSIC
-    arch = None if args.clone_only else choose_architecture(args)
+    metadata = keys = codec = None
     if not args.clone_only:
+        # Everything bundling needs is checked before the long copy starts
+        # (the classic found a bad key only after cloning the whole volume).
+        metadata = metadata_of(args, choose_architecture(args))
+        keys = keys_of(args)
         note_missing_mappings(args.block_device_mapping)
-    codec = None if args.clone_only else codec_of(args)
+        codec = codec_of(args)
     quiet = args.json
 
     def say(line: str) -> None:
@@ -268,9 +274,8 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
     with TqdmProgress(quiet=args.quiet or args.json) as progress:
         result = bundle_volume(
             args.volume,
-            cert=args.cert,
-            private_key=args.privatekey,
-            user=args.user,
+            metadata=metadata,
+            keys=keys,
             destination=args.destination,
             prefix=args.prefix,
             size_mib=args.size,
@@ -283,7 +288,6 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             fstab=args.fstab,
             generate_fstab=fstab_variant(args),
             grub_config=args.grub_config,
-            clone_only=args.clone_only,
             inherit=args.inherit,
             builder=args.builder,
             fs_type=args.fs_type,
@@ -292,13 +296,6 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             keep_partial=args.keep_partial,
             size_checks=not args.no_size_checks,
             force=args.force,
-            ec2_cert=args.ec2cert,
-            region=args.region,
-            arch=arch,
-            kernel_id=args.kernel,
-            ramdisk_id=args.ramdisk,
-            product_codes=[args.productcodes] if args.productcodes else [],
-            block_device_mapping=args.block_device_mapping,
             part_size=args.part_size,
             codec=codec,
             progress=progress,

@@ -11,12 +11,13 @@ from typing import TextIO
 
 from amibundle import s3
 from amibundle.cli._common import print_json, version_text
+from amibundle.cli._errors import exit_code_for
 from amibundle.cli._options import (
     OptionParser,
     Style,
     existing_file,
 )
-from amibundle.cli._prompt import TIMEOUT_SECONDS, DeclinedError, PromptTimeout
+from amibundle.cli._prompt import TIMEOUT_SECONDS
 from amibundle.cli._s3options import (
     CLASSIC_COMMON_LONGS,
     add_s3_options,
@@ -27,12 +28,11 @@ from amibundle.cli._s3options import (
     note_sigv,
     settings_from,
 )
-from amibundle.errors import UsageError
+from amibundle.errors import DeclinedError, PromptTimeout, UsageError
 
-__all__ = ["DECLINED_EXIT", "ask_before_deleting", "build_parser", "run"]
+__all__ = ["ask_before_deleting", "build_parser", "run"]
 
 NOTHING_DELETED = "nothing deleted: the question was not answered yes"
-DECLINED_EXIT = DeclinedError.exit_code
 DESCRIPTION = "Delete a bundle from S3: its manifest first, then exactly the parts it lists."
 CLASSIC_LONGS = (
     *CLASSIC_COMMON_LONGS,
@@ -188,16 +188,12 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             clear=args.clear,
             confirm=ask_before_deleting(bucket, ask=not (args.yes or args.batch), out=out),
         )
+        if result.declined:  # our callback raises instead; kept for a library that returns
+            raise DeclinedError(NOTHING_DELETED)
     except DeclinedError as declined:
-        return _declined(str(declined))
-    if result.declined:  # our callback raises instead; kept for a library that returns
-        return _declined(NOTHING_DELETED)
+        # A "no" is an answer, not an error: one line, and the status that says
+        # so (decided with every other status in _errors).
+        print(str(declined), file=sys.stderr)
+        return exit_code_for(declined, style)
     report(result, bucket, json_output=args.json)
     return None
-
-
-def _declined(message: str) -> int:
-    """A "no" is an answer, not an error: one line, and the status that says so
-    (8, in both command families; the classic tool exited 0)."""
-    print(message, file=sys.stderr)
-    return DECLINED_EXIT

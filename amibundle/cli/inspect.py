@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from amibundle import api
+from amibundle.checking import ManifestReport, inspect_manifest
 from amibundle.cli._common import human_size, print_json, version_text
 from amibundle.cli._options import OptionParser, Style, add_common_options, existing_file, mandatory
 
@@ -32,7 +32,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     return parser
 
 
-def rows(report: api.ManifestReport) -> list[tuple[str, str]]:
+def rows(report: ManifestReport) -> list[tuple[str, str]]:
     m = report.manifest
     table = [
         ("manifest", str(report.manifest_path)),
@@ -73,7 +73,7 @@ def rows(report: api.ManifestReport) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    report = api.inspect_manifest(args.manifest, cert=args.cert)
+    report = inspect_manifest(args.manifest, cert=args.cert)
     if args.json:
         print_json(report.to_dict())
     else:

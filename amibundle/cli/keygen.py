@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from amibundle import api
 from amibundle.cli._common import print_json, version_text
 from amibundle.cli._options import OptionParser, Style, add_common_options, integer, mandatory
+from amibundle.identity import keygen
 
 __all__ = ["build_parser", "run"]
 
@@ -48,7 +48,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
 
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    result = api.keygen(
+    result = keygen(
         args.privatekey, args.cert, common_name=args.cn, days=args.days, force=args.force
     )
     if args.json:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from amibundle import api
 from amibundle.cli._common import human_size, print_json, rate, version_text
 from amibundle.cli._options import (
     OptionParser,
@@ -16,6 +15,7 @@ from amibundle.cli._options import (
     mandatory,
 )
 from amibundle.cli._progress import TqdmProgress
+from amibundle.unbundling import unbundle
 
 __all__ = ["build_parser", "run"]
 
@@ -88,7 +88,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
     with TqdmProgress(quiet=args.quiet or args.json) as progress:
-        result = api.unbundle(
+        result = unbundle(
             args.manifest,
             private_key=args.privatekey,
             source=args.source,

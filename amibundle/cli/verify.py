@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from amibundle import api
+from amibundle.checking import verify_bundle
 from amibundle.cli._common import print_json, version_text
 from amibundle.cli._options import (
     OptionParser,
@@ -73,7 +73,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
     with TqdmProgress(quiet=args.quiet or args.json) as progress:
-        report = api.verify_bundle(
+        report = verify_bundle(
             args.manifest,
             cert=args.cert,
             private_key=args.privatekey,

@@ -28,20 +28,18 @@ from amibundle.cli._options import (
 )
 from amibundle.cli._progress import TqdmProgress
 from amibundle.errors import (
-    AmibundleError,
+    DeclinedError,
     IntegrityError,
+    LocationMismatchError,
     ManifestError,
+    MetadataUnavailable,
+    PromptTimeout,
+    S3Error,
     UsageError,
 )
 from amibundle.progress import BatchedProgress, Stage
 
 MODERN, CLASSIC = Style.MODERN, Style.CLASSIC
-
-
-class BucketElsewhere(AmibundleError):
-    """Stands in for a later error class that needs classic status 10."""
-
-    classic_exit = 10
 
 
 def raiser(error: BaseException) -> Callable[[], int | None]:
@@ -60,7 +58,11 @@ def raiser(error: BaseException) -> Callable[[], int | None]:
         pytest.param(UsageError("bad"), 2, 1, id="usage"),
         pytest.param(ManifestError("bad"), 1, 254, id="manifest"),
         pytest.param(IntegrityError("bad"), 1, 254, id="integrity"),
-        pytest.param(BucketElsewhere("x"), 1, 10, id="explicit-classic-code"),
+        pytest.param(LocationMismatchError("x"), 1, 10, id="explicit-classic-code"),
+        pytest.param(S3Error("x"), 1, 3, id="s3"),
+        pytest.param(MetadataUnavailable("x"), 1, 12, id="metadata"),
+        pytest.param(PromptTimeout("x"), 1, 5, id="prompt-timeout"),
+        pytest.param(DeclinedError("x"), 8, 8, id="declined"),
         pytest.param(KeyboardInterrupt(), 130, 255, id="ctrl-c"),
         pytest.param(ValueError("oops"), 1, 1, id="internal"),
     ],
@@ -337,6 +339,4 @@ def test_progress_behind_batching_adds_up_and_tolerates_odd_calls() -> None:
 @pytest.mark.parametrize("style", list(Style))
 def test_a_declined_question_exits_8_in_both_families(style: Style) -> None:
     """The classic tools exited 0 after a "no", which looked like success."""
-    from amibundle.cli._prompt import DeclinedError
-
     assert exit_code_for(DeclinedError("stopped"), style) == 8

@@ -379,35 +379,6 @@ def test_parser_error_raises_instead_of_exiting() -> None:
         OptionParser("t").error("boom")
 
 
-# -- subcommands (amibundle <verb>) ------------------------------------------------------
-
-
-def verb_parser() -> OptionParser:
-    top = OptionParser("amibundle", style=Style.MODERN)
-    add_common_options(top)
-    verbs = top.add_subparsers(
-        dest="verb", required=True, metavar="VERB", parser_class=OptionParser
-    )
-    verify = verbs.add_parser("verify", help="check a bundle")
-    add_common_options(verify)
-    mandatory(verify, "-m", "--manifest", type=existing_file)
-    return top
-
-
-def test_subcommand_help_and_errors_name_the_verb(files: dict[str, str]) -> None:
-    with pytest.raises(EarlyExit) as caught:
-        parse_args(verb_parser(), ["verify", "--help"])
-    assert caught.value.text.startswith("usage: amibundle verify -m MANIFEST")
-    with pytest.raises(EarlyExit) as caught:
-        parse_args(verb_parser(), ["--help"])
-    assert caught.value.text.startswith("usage: amibundle [options] VERB")
-    with pytest.raises(UsageError, match="missing mandatory option --manifest") as error:
-        parse_args(verb_parser(), ["verify"])
-    assert getattr(error.value, "usage_prog", None) == "amibundle verify"
-    namespace = parse_args(verb_parser(), ["--debug", "verify", "--manif", files["manifest"]])
-    assert (namespace.verb, namespace.debug, namespace.quiet) == ("verify", True, False)
-
-
 # -- converters ------------------------------------------------------------------------
 
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from botocore.retries.standard import ExponentialBackoff
 
-from .proxy import Faults, Proxy
-from .servers import MotoServer, S3Server, SeaweedServer, find_weed
+from tests.support.s3proxy import Faults, Proxy
+from tests.support.s3servers import MotoServer, S3Server, SeaweedServer, find_weed
 
 __all__ = ["fast_retries", "make_proxy", "moto_s3", "s3_server", "seaweed_s3"]
 

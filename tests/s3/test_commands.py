@@ -20,12 +20,11 @@ from pathlib import Path
 
 import pytest
 
-import amibundle
 from amibundle.cli import classic_main, main
-from tests.conftest import Identity, tree
-
-from .proxy import Proxy
-from .servers import S3Server
+from tests.support.bundling import bundle_for
+from tests.support.common import Identity, tree
+from tests.support.s3proxy import Proxy
+from tests.support.s3servers import S3Server
 
 KiB = 1024
 MakeProxy = Callable[..., Proxy]
@@ -61,15 +60,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, user_id: Identity, ec2_id: 
     image = folder / "disk.img"
     image.write_bytes(os.urandom(200 * KiB))
     (folder / "out").mkdir()
-    result = amibundle.bundle_image(
-        image,
-        cert=user_id.cert,
-        private_key=user_id.key,
-        user="123456789012",
-        ec2_cert=ec2_id.cert,
-        destination=folder / "out",
-        arch="x86_64",
-        part_size=48 * KiB,
+    result = bundle_for(
+        image, user_id, ec2_cert=ec2_id.cert, destination=folder / "out", part_size=48 * KiB
     )
     return Bundle(image, result.manifest_path, tuple(result.part_paths))
 

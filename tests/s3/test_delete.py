@@ -10,10 +10,9 @@ from botocore.exceptions import ClientError
 
 from amibundle import s3
 from amibundle.errors import UsageError
-from tests.conftest import Identity
-
-from .servers import S3Server
-from .test_upload import Bundle, MakeProxy, make_bundle, object_bytes, settings_for
+from tests.support.common import Identity
+from tests.support.s3bundles import Bundle, MakeProxy, make_bundle, object_bytes, settings_for
+from tests.support.s3servers import S3Server
 
 
 def _keys(server: S3Server, bucket: str) -> set[str]:

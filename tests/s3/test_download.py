@@ -16,11 +16,10 @@ import amibundle
 from amibundle import s3
 from amibundle.errors import IntegrityError, ManifestError, UsageError
 from amibundle.progress import Stage
-from tests.conftest import Identity
-
-from .proxy import Proxy
-from .servers import S3Server
-from .test_upload import MakeProxy, RaiseAfter, Recording, make_bundle, settings_for
+from tests.support.common import Identity
+from tests.support.s3bundles import MakeProxy, RaiseAfter, Recording, make_bundle, settings_for
+from tests.support.s3proxy import Proxy
+from tests.support.s3servers import S3Server
 
 
 def _tree(folder: Path) -> dict[str, bytes]:

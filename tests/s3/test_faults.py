@@ -11,18 +11,20 @@ import pytest
 
 import amibundle
 from amibundle import s3
-from tests.conftest import Identity
-
-from .proxy import Faults
-from .servers import S3Server, SeaweedServer
-from .test_upload import MakeProxy, make_bundle, object_bytes, object_puts, settings_for
+from amibundle.cli._errors import exit_code_for
+from amibundle.cli._options import Style
+from amibundle.s3 import remote
+from tests.support.common import Identity
+from tests.support.s3bundles import MakeProxy, make_bundle, object_bytes, object_puts, settings_for
+from tests.support.s3proxy import Faults
+from tests.support.s3servers import S3Server, SeaweedServer
 
 
 @pytest.fixture
 def no_stream_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bodies cut off mid-stream are fetched again at once (botocore's own
     retries are made immediate by the `fast_retries` fixture)."""
-    monkeypatch.setattr(s3, "retry_delay", lambda attempt: 0.0)
+    monkeypatch.setattr(remote, "retry_delay", lambda attempt: 0.0)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -172,7 +174,7 @@ def test_unknown_bucket_is_one_clear_error(s3_server: S3Server, tmp_path: Path) 
         "cannot download the manifest s3://no-such-bucket/p/img.manifest.xml: "
         "the bucket does not exist"
     )
-    assert "\n" not in message and caught.value.classic_exit == 3
+    assert "\n" not in message and exit_code_for(caught.value, Style.CLASSIC) == 3
 
 
 def test_unreachable_endpoint_is_one_clear_error(tmp_path: Path, user_id: Identity) -> None:

@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from botocore.exceptions import ClientError, ResponseStreamingError
 
-from .proxy import FAULT_KINDS, Faults, Proxy
-from .servers import MotoServer, S3Server, SeaweedServer
+from tests.support.s3proxy import FAULT_KINDS, Faults, Proxy
+from tests.support.s3servers import MotoServer, S3Server, SeaweedServer
 
 MiB = 1024 * 1024
 MakeProxy = Callable[..., Proxy]

@@ -11,7 +11,7 @@ import pytest
 from amibundle.cli import bundle_vol
 from amibundle.cli._options import EarlyExit, Style, parse_args
 from amibundle.errors import UsageError
-from tests.conftest import Identity
+from tests.support.common import Identity
 
 
 def _parse(argv: list[str], style: Style = Style.CLASSIC) -> argparse.Namespace:
@@ -173,7 +173,10 @@ def test_arguments_reach_the_library(keys: list[str], tmp_path: Path) -> None:
         bundle_vol.run(args, Style.MODERN)
     kwargs = library.call_args.kwargs
     assert library.call_args.args == (tmp_path,)
-    assert kwargs["exclude"] == ["/a", "/b"] and kwargs["product_codes"] == ["A,B"]
+    metadata = kwargs["metadata"]
+    assert kwargs["exclude"] == ["/a", "/b"] and metadata.product_codes == ("A", "B")
     assert kwargs["size_mib"] is None and kwargs["partition"] == "mbr"
-    assert kwargs["generate_fstab"] == "modern" and kwargs["arch"] == "x86_64"
+    assert kwargs["generate_fstab"] == "modern" and metadata.architecture == "x86_64"
+    assert metadata.account == "123456789012"
+    assert kwargs["keys"].certificate == Path(keys[3])
     assert kwargs["inherit"] is None and kwargs["bootloader"] is True

@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 
 import amibundle
-from amibundle.bundlevol import bundle_volume
-from amibundle.imds import MetadataClient, MetadataUnavailable
-from tests.conftest import Identity
-from tests.volume.conftest import (
+from amibundle.errors import MetadataUnavailable
+from amibundle.volume.bundle import bundle_volume
+from amibundle.volume.imds import MetadataClient
+from tests.support.bundling import keys_for, metadata_for
+from tests.support.common import Identity
+from tests.support.ext2read import read_tree
+from tests.support.imdsserver import closed_port_endpoint, imds
+from tests.support.volumes import (
     EXCLUDES,
     INCLUDES,
     SyntheticVolume,
@@ -20,8 +24,6 @@ from tests.volume.conftest import (
     cli,
     compare_tree,
 )
-from tests.volume.ext2read import read_tree
-from tests.volume.imdsserver import closed_port_endpoint, imds
 
 pytestmark = pytest.mark.slow
 
@@ -33,9 +35,8 @@ def test_library_end_to_end_with_inheritance(
     with imds() as server:
         result = bundle_volume(
             synthetic.root,
-            cert=user_id.cert,
-            private_key=user_id.key,
-            user="1234-5678-9012",
+            metadata=metadata_for(user="1234-5678-9012", kernel_id="aki-fromcli"),
+            keys=keys_for(user_id),
             destination=out_dir,
             prefix="root.img",
             size_mib=None,
@@ -43,10 +44,9 @@ def test_library_end_to_end_with_inheritance(
             include=INCLUDES,
             builder="rootless",
             fs_type="ext4",
-            arch="x86_64",
-            kernel_id="aki-fromcli",  # the command line wins over the metadata
+            # kernel_id (given) wins over the metadata service's
             inherit=True,
-            metadata=MetadataClient(server.endpoint),
+            metadata_service=MetadataClient(server.endpoint),
             notify=lines.append,
         )
     assert result.bundle is not None and result.builder == "rootless"
@@ -166,12 +166,13 @@ def test_clone_only_never_asks_the_metadata_service(
     result = bundle_volume(
         synthetic.root,
         destination=out_dir,
-        clone_only=True,
+        metadata=None,
+            keys=None,
         inherit=True,
         size_mib=40,
         builder="rootless",
         fs_type="ext4",
-        metadata=Refusing("http://127.0.0.1:9"),
+        metadata_service=Refusing("http://127.0.0.1:9"),
     )
     assert result.bundle is None and result.image_path.exists()
 

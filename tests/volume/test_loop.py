@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from amibundle.imagebuild import loop_available
-from tests.volume.conftest import (
+from amibundle.volume.plan import loop_available
+from tests.support.ext2read import Node, read_tree
+from tests.support.volumes import (
     EXCLUDES,
     INCLUDES,
     SyntheticVolume,
@@ -25,7 +26,6 @@ from tests.volume.conftest import (
     compare_tree,
     digest,
 )
-from tests.volume.ext2read import Node, read_tree
 
 pytestmark = pytest.mark.slow
 

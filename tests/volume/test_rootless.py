@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from amibundle.imagefill import fstab_text
-from tests.volume.conftest import (
+from amibundle.volume.fill import fstab_text
+from amibundle.volume.plan import FstabVariant
+from tests.support.ext2read import read_file, read_tree
+from tests.support.volumes import (
     EXCLUDES,
     INCLUDES,
     IS_ROOT,
@@ -24,7 +26,6 @@ from tests.volume.conftest import (
     cli,
     compare_tree,
 )
-from tests.volume.ext2read import read_file, read_tree
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +123,7 @@ def test_generated_fstab(
     if variant == "modern":
         assert fstab.splitlines()[1] == "LABEL=root / ext4 defaults 0 1"
     else:
-        assert fstab == fstab_text(variant, fs_type="ext4", label="root", uuid="x")
+        assert fstab == fstab_text(FstabVariant(variant), fs_type="ext4", label="root", uuid="x")
         assert fstab.splitlines()[1] == "# Supplied by: ec2-ami-tools-1.5-3"
     assert read_file(fs, "etc/fstab.old") == (synthetic.root / "etc/fstab").read_bytes()
     tree = read_tree(fs)

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from amibundle.errors import UsageError
-from amibundle.volume import (
+from amibundle.volume.rules import (
     DEFAULT_FILTER,
     MountPoint,
     Pattern,
@@ -25,7 +25,8 @@ from amibundle.volume import (
     rules_for_volume,
     walk,
 )
-from tests.volume.conftest import ABSENT, EXCLUDES, INCLUDES, SyntheticVolume
+from tests.support.errors import cli_text
+from tests.support.volumes import ABSENT, EXCLUDES, INCLUDES, SyntheticVolume
 
 
 @pytest.mark.parametrize(
@@ -191,9 +192,10 @@ def test_own_outputs_excluded_and_never_included(tmp_path: Path) -> None:
 
 
 def test_patterns_must_exist(synthetic: SyntheticVolume) -> None:
-    check_patterns_exist(synthetic.root, ["/etc/host*", "anything-unanchored"], "--exclude")
-    with pytest.raises(UsageError, match="--exclude /no/such: nothing in the volume"):
-        check_patterns_exist(synthetic.root, ["/no/such"], "--exclude")
+    check_patterns_exist(synthetic.root, ["/etc/host*", "anything-unanchored"], "exclude")
+    with pytest.raises(UsageError, match="exclude= /no/such: nothing in the volume") as err:
+        check_patterns_exist(synthetic.root, ["/no/such"], "exclude")
+    assert cli_text(err, "bundle_vol").startswith("--exclude /no/such: nothing in the volume")
 
 
 def test_measure_counts_hard_links_once_and_holes_not_at_all(tmp_path: Path) -> None:

@@ -1,0 +1,190 @@
+"""``verify_bundle`` and ``inspect_manifest``: checking a local bundle offline.
+
+verify reports every problem it finds instead of stopping at the first;
+inspect shows what a manifest says.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amibundle.errors import AmibundleError, IntegrityError
+from amibundle.format.manifest import Manifest
+from amibundle.parts import PartReader, PartSpec
+from amibundle.pipeline import read_all_parts, unbundle_stream
+from amibundle.progress import Progress, Stage
+from amibundle.reading import (
+    bundle_key,
+    check_image,
+    check_signature,
+    local_part_specs,
+    read_manifest,
+)
+from amibundle.results import JsonRecord, to_json
+from amibundle.validate import as_optional_path, as_path
+
+__all__ = ["ManifestReport", "VerifyReport", "inspect_manifest", "verify_bundle"]
+
+
+@dataclass(frozen=True)
+class VerifyReport(JsonRecord):
+    """Every problem :func:`verify_bundle` found; ``ok`` when there are none."""
+
+    manifest_path: Path
+    problems: tuple[str, ...]
+    checks: tuple[str, ...]
+    parts: int
+    image_size: int | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def json_extras(self) -> dict[str, Any]:
+        return {"ok": self.ok}
+
+
+class _Discard:
+    """A member writer that only counts (verify writes nothing)."""
+
+    def write(self, offset: int, data: memoryview) -> None:
+        pass
+
+    def finish(self, size: int) -> None:
+        pass
+
+
+def _part_size_problems(specs: Sequence[PartSpec], bundled_size: int) -> list[str]:
+    problems: list[str] = []
+    sizes: list[int] = []
+    for spec in specs:
+        try:
+            sizes.append(spec.path.stat().st_size)
+        except FileNotFoundError:
+            problems.append(f"part {spec.path.name} is missing from {spec.path.parent}")
+        except OSError as err:
+            problems.append(f"cannot read part {spec.path}: {err.strerror}")
+    if problems:
+        return problems
+    for spec, size in zip(specs[:-1], sizes[:-1], strict=True):
+        if size != sizes[0]:
+            problems.append(f"part {spec.path.name} is {size} bytes; the first part is {sizes[0]}")
+    if sizes and not 0 < sizes[-1] <= sizes[0]:
+        problems.append(f"the last part {specs[-1].path.name} has a wrong size ({sizes[-1]} bytes)")
+    if sum(sizes) != bundled_size:
+        problems.append(
+            f"the parts hold {sum(sizes)} bytes but the manifest says bundled_size {bundled_size}"
+        )
+    return problems
+
+
+def _digest_problems(specs: Sequence[PartSpec]) -> list[str]:
+    """Checks the SHA-1 of every part, each on its own, collecting problems."""
+    problems = []
+    for spec in specs:
+        reader = PartReader([spec], bundled_size=None)
+        try:
+            read_all_parts(reader)
+        except IntegrityError as err:
+            problems.append(str(err))
+        finally:
+            reader.close()
+    return problems
+
+
+def verify_bundle(
+    manifest: str | os.PathLike[str],
+    *,
+    cert: str | os.PathLike[str] | None = None,
+    private_key: str | os.PathLike[str] | None = None,
+    source: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Checks a local bundle offline and reports every problem found.
+
+    Always: the manifest is well-formed, every part is present with a
+    consistent size and the right SHA-1, and ``bundled_size`` adds up. With
+    ``cert``: the signature. With ``private_key``: the bundle is decrypted,
+    decompressed and its tar stream read end to end, and the image digest
+    checked; nothing is written.
+    """
+    manifest_path = as_path(manifest, "manifest")
+    cert_path = as_optional_path(cert, "cert")
+    key_path = as_optional_path(private_key, "private_key")
+    parts_folder = as_optional_path(source, "source") or manifest_path.parent
+    checks: list[str] = ["manifest"]
+    problems: list[str] = []
+    try:
+        parsed = read_manifest(manifest_path)
+    except AmibundleError as err:
+        return VerifyReport(manifest_path, (str(err),), tuple(checks), 0, None)
+    m = parsed.manifest
+    if cert_path is not None:
+        checks.append("signature")
+        try:
+            check_signature(parsed, cert_path)
+        except AmibundleError as err:
+            problems.append(str(err))
+    specs = local_part_specs(parsed, parts_folder)
+    checks += ["part sizes", "part digests"]
+    problems += _part_size_problems(specs, m.bundled_size)
+    first_unread = 0
+    if key_path is not None:
+        checks += ["decryption", "tar stream", "image digest"]
+        reader = PartReader(specs, m.bundled_size)
+        try:
+            key = bundle_key(parsed, key_path)
+            result = unbundle_stream(
+                reader, key, lambda member: _Discard(), progress=progress, stage=Stage.VERIFY
+            )
+            check_image(m, result.tar_sha1, result.member)
+        except AmibundleError as err:
+            problems.append(str(err))
+        finally:
+            reader.close()
+        first_unread = reader.checked
+    problems += _digest_problems(specs[first_unread:])
+    unique = tuple(dict.fromkeys(problems))  # a missing part is found by two checks
+    return VerifyReport(manifest_path, unique, tuple(checks), len(m.parts), m.size)
+
+
+@dataclass(frozen=True)
+class ManifestReport(JsonRecord):
+    """What a manifest says, plus the signature check when a certificate is given."""
+
+    manifest_path: Path
+    manifest: Manifest
+    signature_valid: bool | None  # None: not checked
+    signature_problem: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        # The manifest's fields at the top level, as scripts have read them.
+        return {
+            "manifest_path": to_json(self.manifest_path),
+            **to_json(self.manifest),
+            "signature_valid": self.signature_valid,
+            "signature_problem": self.signature_problem,
+        }
+
+
+def inspect_manifest(
+    manifest: str | os.PathLike[str], *, cert: str | os.PathLike[str] | None = None
+) -> ManifestReport:
+    """Parses a manifest; with ``cert`` also checks its signature (a bad
+    signature is reported, not raised)."""
+    manifest_path = as_path(manifest, "manifest")
+    cert_path = as_optional_path(cert, "cert")
+    parsed = read_manifest(manifest_path)
+    valid: bool | None = None
+    problem = None
+    if cert_path is not None:
+        try:
+            check_signature(parsed, cert_path)
+            valid = True
+        except IntegrityError as err:
+            valid, problem = False, str(err)
+    return ManifestReport(manifest_path, parsed.manifest, valid, problem)

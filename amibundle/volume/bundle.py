@@ -1,0 +1,330 @@
+"""``bundle_volume``: a root volume (or any tree) to an image file, then a bundle.
+
+The steps of ``classic-cli.md`` §3.1, with the classic defects fixed:
+everything the user can get wrong (account, keys, certificates, existing
+outputs, patterns, sizes, the metadata service when ``inherit=True``) is
+checked before the long copy starts; the image is built by one of the two
+builders (:mod:`amibundle.volume.build`); then it is bundled exactly as
+:func:`amibundle.bundling.bundle_image` does, with manifest fields inherited
+from the instance metadata service for what the caller did not give.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from amibundle import tools
+from amibundle.bundling import BundleResult, bundle_image
+from amibundle.errors import MetadataUnavailable, ToolError, UsageError
+from amibundle.files import check_directory, refuse_existing
+from amibundle.format.manifest import DEFAULT_PART_SIZE
+from amibundle.identity import BundleKeys
+from amibundle.metadata import BundleMetadata
+from amibundle.pipeline import Codec
+from amibundle.progress import Progress
+from amibundle.results import JsonRecord
+from amibundle.validate import (
+    MAX_IMAGE_SIZE,
+    as_enum,
+    as_optional_path,
+    as_path,
+    check_plain_name,
+)
+from amibundle.volume.build import build_image
+from amibundle.volume.imds import MetadataClient
+from amibundle.volume.plan import (
+    DEFAULT_FS_TYPE,
+    LOOP_TYPES,
+    Builder,
+    BuildResult,
+    FstabVariant,
+    ImageSpec,
+    MiB,
+    PartitionTable,
+    choose_builder,
+    new_uuid,
+    source_filesystem,
+)
+from amibundle.volume.rules import check_patterns_exist, rules_for_volume
+
+__all__ = ["DEFAULT_SIZE_MIB", "VolumeBundleResult", "bundle_volume", "partition_for"]
+
+log = logging.getLogger("amibundle.volume")
+
+DEFAULT_SIZE_MIB = 10240
+
+
+@dataclass(frozen=True)
+class VolumeBundleResult(JsonRecord):
+    """What :func:`bundle_volume` made: the image, and the bundle unless clone-only."""
+
+    image_path: Path
+    builder: Builder
+    fs_type: str
+    partition: PartitionTable
+    image_size: int
+    files_copied: int
+    data_bytes: int
+    seconds: float
+    inherited: tuple[str, ...]  # manifest fields taken from the instance metadata
+    bundle: BundleResult | None
+
+
+def bundle_volume(
+    volume: str | os.PathLike[str] = "/",
+    *,
+    metadata: BundleMetadata | None,
+    keys: BundleKeys | None,
+    destination: str | os.PathLike[str] = "/tmp",
+    prefix: str = "image",
+    size_mib: int | None = DEFAULT_SIZE_MIB,
+    exclude: Sequence[str] = (),
+    include: Sequence[str] = (),
+    all_mounts: bool = False,
+    use_filter: bool = True,
+    partition: PartitionTable | str | None = None,
+    script: str | os.PathLike[str] | None = None,
+    fstab: str | os.PathLike[str] | None = None,
+    generate_fstab: FstabVariant | str | None = None,
+    grub_config: str | os.PathLike[str] | None = None,
+    inherit: bool | None = None,
+    builder: Builder | str | None = None,
+    fs_type: str | None = None,
+    label: str | None = None,
+    bootloader: bool = True,
+    keep_partial: bool = False,
+    size_checks: bool = True,
+    force: bool = False,
+    part_size: int = DEFAULT_PART_SIZE,
+    codec: Codec | None = None,
+    progress: Progress | None = None,
+    metadata_service: MetadataClient | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> VolumeBundleResult:
+    """Builds ``destination/prefix`` from ``volume`` and bundles it there.
+
+    ``metadata`` and ``keys`` say what the manifest says and who it is for;
+    both None makes only the image (the classic ``--clone-only``).
+    ``size_mib=None`` sizes the image from the data (plus headroom).
+    ``partition`` None is the classic automatic choice. ``inherit`` None
+    means "when on EC2": the metadata service is asked, and if it cannot be
+    reached, bundling goes on without inheriting; True makes an unreachable
+    service an error (:class:`MetadataUnavailable`). Values in ``metadata``
+    always win over inherited ones. ``notify`` receives one line per step
+    (the CLI prints them).
+    """
+    started = time.monotonic()
+    say = notify or (lambda line: log.info("%s", line))
+    if (metadata is None) != (keys is None):
+        raise UsageError("give both metadata and keys to bundle, or neither to make only the image")
+    clone_only = metadata is None
+    source_path = as_path(volume, "volume")
+    folder = as_path(destination, "destination")
+    _check_volume(source_path)
+    name = check_plain_name(prefix, "prefix")
+    image_path = folder / name
+    check_directory(folder, "destination")
+    outputs = [image_path] + ([] if clone_only else [folder / f"{name}.manifest.xml"])
+    refuse_existing(outputs, force=force)
+    _check_size(size_mib, size_checks=size_checks)
+    check_patterns_exist(source_path, exclude, "exclude")
+    check_patterns_exist(source_path, include, "include")
+    fstab_path = as_optional_path(fstab, "fstab")
+    fstab_variant = (
+        None if generate_fstab is None else as_enum(FstabVariant, generate_fstab, "generate_fstab")
+    )
+    if fstab_path is not None and fstab_variant is not None:
+        raise UsageError("{param} cannot be combined with a generated fstab", param="fstab")
+    requested_builder = None if builder is None else as_enum(Builder, builder, "builder")
+    table = None if partition is None else as_enum(PartitionTable, partition, "partition")
+    client = _metadata_client(inherit, clone_only, metadata_service, say)
+
+    source = source_filesystem(source_path)
+    chosen_type = fs_type or (source.fs_type if source.fs_type in LOOP_TYPES else None)
+    spec = ImageSpec(
+        path=image_path,
+        size=None if size_mib is None else size_mib * MiB,
+        fs_type=chosen_type or DEFAULT_FS_TYPE,
+        label=label if label is not None else source.label,
+        uuid=source.uuid or new_uuid(),
+        partition=partition_for(table, source_path, say),
+        bootloader=bootloader,
+        fstab=fstab_path,
+        generate_fstab=fstab_variant,
+        grub_config=as_optional_path(grub_config, "grub_config"),
+        script=as_optional_path(script, "script"),
+        keep_partial=keep_partial,
+        force=force,
+        max_size=MAX_IMAGE_SIZE if size_checks else None,
+    )
+    chosen = choose_builder(requested_builder, spec.fs_type, spec.partition, spec.bootloader)
+    say(f"Using the {chosen.value} builder: {spec.fs_type}, partitions: {spec.partition.value}")
+    rules = rules_for_volume(
+        source_path,
+        excludes=exclude,
+        includes=include,
+        all_mounts=all_mounts,
+        use_filter=use_filter,
+        own_paths=_own_paths(folder, name),
+    )
+    built = build_image(source_path, rules, spec, builder=chosen, notify=say)
+    say(f"Image file {built.image_path} created ({built.image_size // MiB} MiB)")
+    if metadata is None or keys is None:
+        say("Not bundling (image only)")
+        return _result(built, (), None, started)
+    inherited: tuple[str, ...] = ()
+    if client is not None:
+        metadata, inherited = _inherit(client, metadata, say)
+    bundle = bundle_image(
+        built.image_path,
+        metadata=metadata,
+        keys=keys,
+        destination=folder,
+        prefix=name,
+        size_checks=size_checks,
+        part_size=part_size,
+        codec=codec,
+        force=force,
+        progress=progress,
+    )
+    return _result(built, inherited, bundle, started)
+
+
+def _own_paths(destination: Path, name: str) -> list[Path]:
+    """What this run writes: never copied into the image (the rest of the
+    destination folder is, as with the classic tool)."""
+    return [
+        destination / name,
+        destination / f".{name}.*",  # partial image and staging tree
+        destination / f"{name}.part.*",
+        destination / f"{name}.manifest.xml",
+        Path(tempfile.gettempdir()) / "amibundle-mnt-*",  # the loop builder's mount point
+    ]
+
+
+def _result(
+    built: BuildResult,
+    inherited: tuple[str, ...],
+    bundle: BundleResult | None,
+    started: float,
+) -> VolumeBundleResult:
+    return VolumeBundleResult(
+        image_path=built.image_path,
+        builder=built.builder,
+        fs_type=built.fs_type,
+        partition=built.partition,
+        image_size=built.image_size,
+        files_copied=built.entries,
+        data_bytes=built.data_bytes,
+        seconds=time.monotonic() - started,
+        inherited=inherited,
+        bundle=bundle,
+    )
+
+
+# --- checks before anything is written -------------------------------------------------
+
+
+def _check_volume(volume: Path) -> None:
+    if not volume.exists():
+        raise UsageError(f"{{param}} {volume} does not exist", param="volume")
+    if not volume.is_dir():
+        raise UsageError(f"{{param}} {volume} is not a folder", param="volume")
+
+
+def _check_size(size_mib: int | None, *, size_checks: bool) -> None:
+    if size_mib is None:
+        return
+    if isinstance(size_mib, bool) or not isinstance(size_mib, int) or size_mib < 1:
+        raise UsageError(
+            f"{{param}} must be at least 1 MiB (or auto), not {size_mib!r}", param="size_mib"
+        )
+    if size_checks and size_mib * MiB > MAX_IMAGE_SIZE:
+        raise UsageError(
+            f"{{param}} {size_mib} MiB is larger than EC2's 10240 MiB limit for "
+            "instance-store images (size_checks lifts it)",
+            hint="{off} lifts the limit, for other clouds",
+            param="size_mib",
+        )
+
+
+def partition_for(
+    requested: PartitionTable | None, volume: Path, say: Callable[[str], None]
+) -> PartitionTable:
+    """``requested``, or the classic automatic choice: the table type of the
+    disk holding the volume when it is ``/``, else none."""
+    if requested is not None:
+        return requested
+    if os.path.realpath(volume) != "/":
+        say("Not partitioning (the volume is not /)")
+        return PartitionTable.NONE
+    chosen = _root_disk_table()
+    say(f"Partition type of the root disk: {chosen.value}")
+    return chosen
+
+
+def _root_disk_table() -> PartitionTable:
+    """mbr/gpt when / is on a partition of a disk with that table, else none."""
+    source = source_filesystem(Path("/"))
+    device = source.device or ""
+    name = Path(os.path.realpath(device)).name if device.startswith("/dev/") else ""
+    sys_entry = Path("/sys/class/block") / name
+    if not name or not (sys_entry / "partition").exists():
+        return PartitionTable.NONE  # a whole disk, device-mapper, overlay...
+    disk = Path(os.path.realpath(sys_entry)).parent.name
+    try:
+        out = tools.run(["blkid", "-p", "-s", "PTTYPE", "-o", "value", f"/dev/{disk}"]).stdout
+    except ToolError:
+        return PartitionTable.NONE
+    tables = {"dos": PartitionTable.MBR, "gpt": PartitionTable.GPT}
+    return tables.get(out.strip(), PartitionTable.NONE)
+
+
+# --- inheriting ----------------------------------------------------------------------------
+
+
+def _metadata_client(
+    inherit: bool | None,
+    clone_only: bool,
+    given: MetadataClient | None,
+    say: Callable[[str], None],
+) -> MetadataClient | None:
+    """The client to inherit with, checked early; None when not inheriting."""
+    if inherit is False or clone_only:
+        return None  # the classic asked even with --clone-only; nothing uses it then
+    client = given or MetadataClient()
+    try:
+        client.check()
+    except MetadataUnavailable as err:
+        if inherit:
+            raise MetadataUnavailable(
+                str(err), hint="not on EC2? use {off}", param="inherit"
+            ) from None
+        say(
+            "Note: not on EC2 (no instance metadata); not inheriting kernel, ramdisk, "
+            "product codes, block device mapping or ancestry"
+        )
+        return None
+    return client
+
+
+def _inherit(
+    client: MetadataClient, metadata: BundleMetadata, say: Callable[[str], None]
+) -> tuple[BundleMetadata, tuple[str, ...]]:
+    """Fills what ``metadata`` leaves empty from the instance metadata (§3.9)."""
+    data = client.inherited()
+    for key in data.missing:
+        say(f"Note: the instance metadata has no {key}; not inherited")
+    return metadata.inherit(
+        kernel_id=data.kernel_id,
+        ramdisk_id=data.ramdisk_id,
+        product_codes=data.product_codes,
+        block_device_mapping=dict(data.block_device_mapping),
+        ancestry=data.ancestry,
+    )
