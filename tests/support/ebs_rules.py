@@ -148,7 +148,10 @@ def _check_encryption(
 
 
 def check_start(params: dict[str, Any], *, encryption_by_default: bool) -> dict[str, Any]:
-    """StartSnapshot's parameter checks; the request with defaults filled in."""
+    """StartSnapshot's parameter checks; the request with defaults filled in.
+
+    Reasons: INVALID_VOLUME_SIZE for VolumeSize, INVALID_TAG for tags, INVALID_CUSTOMER_KEY
+    for a KmsKeyArn that is no key ARN, INVALID_PARAMETER_VALUE for the rest."""
     size = params.get("VolumeSize")
     if size is None:
         raise invalid(Reason.INVALID_PARAMETER_VALUE, "VolumeSize is required")
