@@ -1,0 +1,44 @@
+"""pytest fixtures for the AWS stand-ins; import them into a conftest to use them:
+
+    from tests.support.aws_fixtures import aws, aws_proxy, aws_session  # noqa: F401
+
+* `aws_session` — one `AwsStandIn` (moto with strict EC2 and EBS) for the whole session.
+* `aws` — that stand-in, reset before the test (no buckets, images, snapshots; default
+  fates; recorded calls cleared) and acting as `aws.account_id` for the test.
+* `aws_proxy` — a recording, fault-injecting `Proxy` in front of it, stopped after the test;
+  point clients at `aws_proxy.endpoint_url` (`aws.client("ec2", endpoint_url=...)`, or
+  `aws.environment(aws_proxy.endpoint_url)` for a subprocess).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.s3.proxy import Proxy
+
+from .aws import ACCOUNT_ENV, AwsStandIn
+
+__all__ = ["aws", "aws_proxy", "aws_session"]
+
+
+@pytest.fixture(scope="session")
+def aws_session() -> Iterator[AwsStandIn]:
+    with AwsStandIn() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def aws(aws_session: AwsStandIn, monkeypatch: pytest.MonkeyPatch) -> AwsStandIn:
+    """The session's stand-in, emptied, acting as its account for this test."""
+    aws_session.reset()
+    monkeypatch.setenv(ACCOUNT_ENV, aws_session.account_id)
+    return aws_session
+
+
+@pytest.fixture
+def aws_proxy(aws: AwsStandIn) -> Iterator[Proxy]:
+    """A recording, fault-injecting proxy in front of the stand-in (all services)."""
+    with Proxy(aws.endpoint_url) as proxy:
+        yield proxy
