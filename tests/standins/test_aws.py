@@ -12,9 +12,9 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.s3.proxy import Faults, Proxy
 from tests.support.aws import DEFAULT_ACCOUNT, AwsStandIn
 from tests.support.ec2_images import ImageFate
+from tests.support.s3proxy import Faults, Proxy
 
 
 def test_sts_reports_the_configured_account(aws: AwsStandIn, aws_proxy: Proxy) -> None:

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.s3.proxy import Proxy
 from tests.support.aws import AwsStandIn
 from tests.support.ebs_snapshots import Phase, SnapshotFate
+from tests.support.s3proxy import Proxy
 
 BLOCK = 524_288
 

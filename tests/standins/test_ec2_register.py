@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.s3.proxy import Proxy
 from tests.support.aws import AwsStandIn
 from tests.support.ec2_manifests import EndpointManifests
+from tests.support.s3proxy import Proxy
 
 from .ec2_helpers import BUCKET, code_of, completed_snapshot, describe, put_manifest
 

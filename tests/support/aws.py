@@ -24,7 +24,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from tests.s3.servers import MotoServer
+from tests.support.s3servers import MotoServer
 
 from .ebs_standin import EbsStandIn
 from .ec2_standin import Ec2StandIn

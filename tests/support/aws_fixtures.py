@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.s3.proxy import Proxy
+from tests.support.s3proxy import Proxy
 
 from .aws import ACCOUNT_ENV, AwsStandIn
 
