@@ -8,8 +8,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from amibundle import __version__
+from amibundle.cli._options import OptionParser, Style
 
-__all__ = ["CLASSIC_VERSION", "NOTICE", "human_size", "print_json", "rate", "version_text"]
+__all__ = [
+    "CLASSIC_VERSION",
+    "NOTICE",
+    "command_parser",
+    "human_size",
+    "print_json",
+    "rate",
+    "version_text",
+]
 
 CLASSIC_VERSION = "1.5.3 20071010"  # the ec2-ami-tools release and manifest format we match
 NOTICE = (
@@ -40,3 +49,18 @@ def rate(nbytes: int, seconds: float) -> str:
 def print_json(data: Mapping[str, Any]) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
+
+
+def command_parser(
+    prog: str, style: Style, *, description: str, manual: str, usage: str | None = None
+) -> OptionParser:
+    """The parser of one command, with its help, manual and version text
+    (classic tools print their own name in ``--version``, as the Ruby tools did)."""
+    return OptionParser(
+        prog,
+        style=style,
+        description=description,
+        manual=manual,
+        version=version_text(prog if style is Style.CLASSIC else None),
+        usage=usage,
+    )

@@ -21,15 +21,15 @@ exits: :meth:`OptionParser.error` raises :class:`~amibundle.errors.UsageError`.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any, NoReturn
 
 from amibundle import __version__
+from amibundle.cli._help import MANDATORY_ATTR, HelpFormatter, compact_usage
+from amibundle.cli._values import or_list
 from amibundle.errors import UsageError
 
 __all__ = [
@@ -38,12 +38,7 @@ __all__ = [
     "Style",
     "add_check",
     "add_common_options",
-    "choice_prefix",
-    "comma_list",
     "exclusive",
-    "existing_dir",
-    "existing_file",
-    "integer",
     "mandatory",
     "parse_args",
 ]
@@ -67,7 +62,7 @@ class EarlyExit(Exception):
 
 # Attributes we hang on argparse.Action objects. Marking the action itself (not
 # a parser-side list) lets mandatory() work on a parser or any argument group.
-_MANDATORY_ATTR = "_amibundle_mandatory"
+
 _EARLY_ATTR = "_amibundle_early"
 _COMMON_ATTR = "_amibundle_common"
 # Namespace attribute through which the parser reports the options it saw.
@@ -110,24 +105,6 @@ class _Exclusive:
     required: bool
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """Wider option column; appends "(default: X)" when a default says something."""
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=32)
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        default = action.default
-        if (
-            action.option_strings
-            and "default" not in text.lower()
-            and default not in (None, False, True, argparse.SUPPRESS, [], "")
-        ):
-            text += " (default: %(default)s)"
-        return text
-
-
 class OptionParser(argparse.ArgumentParser):
     """argparse with the Ruby-OptionParser behaviour classic scripts rely on.
 
@@ -154,7 +131,7 @@ class OptionParser(argparse.ArgumentParser):
             usage=usage,
             description=description,
             epilog=epilog,
-            formatter_class=_HelpFormatter,
+            formatter_class=HelpFormatter,
             add_help=False,  # --help is a common option with deferred handling
             allow_abbrev=False,  # we resolve prefixes ourselves, Ruby-style
             exit_on_error=False,
@@ -330,7 +307,7 @@ class OptionParser(argparse.ArgumentParser):
         if not candidates:
             self.error(f"unknown option: {name}")
         names = sorted(flag for _action, flag in candidates.values())
-        self.error(f"ambiguous option {name}: could be {_or_list(names)}")
+        self.error(f"ambiguous option {name}: could be {or_list(names)}")
 
     def _handle_strays(self, words: list[str]) -> None:
         if not words:
@@ -368,7 +345,7 @@ class OptionParser(argparse.ArgumentParser):
         """Mandatory options (in declaration order), exclusive sets, then custom checks."""
         seen_ids = {id(action) for action in seen}
         for action in self._actions:
-            requirement = getattr(action, _MANDATORY_ATTR, None)
+            requirement = getattr(action, MANDATORY_ATTR, None)
             if not isinstance(requirement, _Mandatory):
                 continue
             if any(getattr(namespace, dest, None) for dest in requirement.unless):
@@ -382,7 +359,7 @@ class OptionParser(argparse.ArgumentParser):
             if len(given) > 1:
                 self.error(f"{given[0]} cannot be combined with {given[1]}")
             if rule.required and not given:
-                self.error(f"missing mandatory option: give one of {_or_list(list(rule.flags))}")
+                self.error(f"missing mandatory option: give one of {or_list(list(rule.flags))}")
         for check in self._checks:
             check(namespace)
 
@@ -397,29 +374,11 @@ class OptionParser(argparse.ArgumentParser):
     def _with_default_usage(self, render: Callable[[], str]) -> str:
         if self.usage is not None:
             return render()
-        self.usage = self._compact_usage()
+        self.usage = compact_usage(self._actions, self._positionals._group_actions)
         try:
             return render()
         finally:
             self.usage = None
-
-    def _compact_usage(self) -> str:
-        """``%(prog)s -c PATH -k PATH [options] FILE``: mandatory options spelt out."""
-        parts: list[str] = []
-        has_optional = False
-        for action in self._actions:
-            if not action.option_strings or action.help == argparse.SUPPRESS:
-                continue
-            if isinstance(getattr(action, _MANDATORY_ATTR, None), _Mandatory):
-                flag = min(action.option_strings, key=len)
-                parts.append(flag if action.nargs == 0 else f"{flag} {_metavar(action)}")
-            else:
-                has_optional = True
-        if has_optional:
-            parts.append("[options]")
-        parts += [_positional_usage(action) for action in self._positionals._group_actions]
-        # argparse expands %(prog)s in a usage string, so escape our own text.
-        return " ".join(["%(prog)s", *(part.replace("%", "%%") for part in parts)])
 
 
 # -- declaring options ----------------------------------------------------------
@@ -442,7 +401,7 @@ def mandatory(
     target = container.mandatory_group if isinstance(container, OptionParser) else container
     action = target.add_argument(*flags, **kwargs)
     waivers = (unless,) if isinstance(unless, str) else tuple(unless)
-    setattr(action, _MANDATORY_ATTR, _Mandatory(waivers))
+    setattr(action, MANDATORY_ATTR, _Mandatory(waivers))
     return action
 
 
@@ -492,87 +451,6 @@ def _flag(
     if early is not None:
         setattr(action, _EARLY_ATTR, early)
     return action
-
-
-# -- value converters (argparse type=) ------------------------------------------
-
-
-def choice_prefix(choices: Sequence[str]) -> Callable[[str], str]:
-    """A ``type=`` accepting a choice or a unique prefix of one (``g`` -> ``gpt``)."""
-    values = tuple(choices)
-
-    def convert(value: str) -> str:
-        if value in values:
-            return value
-        matches = [choice for choice in values if value and choice.startswith(value)]
-        if len(matches) == 1:
-            return matches[0]
-        if matches:
-            raise argparse.ArgumentTypeError(f"{value!r} is ambiguous: {_or_list(matches)}")
-        raise argparse.ArgumentTypeError(f"{value!r}: expected one of {', '.join(values)}")
-
-    convert.__name__ = "choice"
-    return convert
-
-
-def existing_file(value: str) -> Path:
-    """A path that exists and is a regular file (symlinks followed)."""
-    path = Path(value)
-    if not value or not path.exists():
-        raise argparse.ArgumentTypeError(f"{value!r}: no such file")
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{value!r}: not a regular file")
-    return path
-
-
-def existing_dir(value: str) -> Path:
-    """A path that exists and is a directory."""
-    path = Path(value)
-    if not value or not path.exists():
-        raise argparse.ArgumentTypeError(f"{value!r}: no such directory")
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{value!r}: not a directory")
-    return path
-
-
-_RUBY_INTEGER = re.compile(
-    r"""
-    (?P<sign>[-+]?)
-    (?:
-        0[xX](?P<hex>[0-9a-fA-F]+(?:_[0-9a-fA-F]+)*)
-      | 0[bB](?P<bin>[01]+(?:_[01]+)*)
-      | 0[oO]?(?P<oct>[0-7]+(?:_[0-7]+)*)
-      | 0[dD](?P<dec>[0-9]+(?:_[0-9]+)*)
-      | (?P<plain>0|[1-9][0-9]*(?:_[0-9]+)*)
-    )
-    """,
-    re.VERBOSE,
-)
-_RADIX = {"hex": 16, "bin": 2, "oct": 8, "dec": 10, "plain": 10}
-
-
-def integer(value: str) -> int:
-    """Any Ruby integer literal: sign, ``0x``/``0b``/``0o``/``0d`` prefixes, ``_`` separators.
-
-    As in Ruby, a leading ``0`` means octal (``010`` is 8, ``09`` is invalid).
-    """
-    match = _RUBY_INTEGER.fullmatch(value)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{value!r}: not an integer")
-    for group, radix in _RADIX.items():
-        digits = match.group(group)
-        if digits is not None:
-            number = int(digits.replace("_", ""), radix)
-            return -number if match.group("sign") == "-" else number
-    raise AssertionError("unreachable: the pattern always captures digits")
-
-
-def comma_list(value: str) -> list[str]:
-    """``"a,b"`` -> ``["a", "b"]``; empty or blank items are refused."""
-    items = value.split(",")
-    if any(not item.strip() for item in items):
-        raise argparse.ArgumentTypeError(f"{value!r}: empty item in comma-separated list")
-    return items
 
 
 # -- the entry point --------------------------------------------------------------
@@ -635,27 +513,3 @@ def _argument_error_text(err: argparse.ArgumentError) -> str:
 
 def _is_missing_required(message: str) -> bool:
     return message.startswith((_MISSING_ARGUMENT, *_REQUIRED_MESSAGES))
-
-
-def _or_list(items: Sequence[str]) -> str:
-    if len(items) <= 1:
-        return "".join(items)
-    return f"{', '.join(items[:-1])} or {items[-1]}"
-
-
-def _metavar(action: argparse.Action) -> str:
-    metavar = action.metavar
-    if isinstance(metavar, tuple):
-        return " ".join(metavar)
-    return metavar or action.dest.upper()
-
-
-def _positional_usage(action: argparse.Action) -> str:
-    name = _metavar(action) if action.metavar else action.dest
-    if action.nargs == argparse.OPTIONAL:
-        return f"[{name}]"
-    if action.nargs == argparse.ZERO_OR_MORE:
-        return f"[{name} ...]"
-    if action.nargs == argparse.ONE_OR_MORE:
-        return f"{name} [{name} ...]"
-    return name

@@ -30,7 +30,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from amibundle import s3
-from amibundle.cli._options import OptionParser, Style, add_check, add_common_options, integer
+from amibundle.cli._options import OptionParser, Style, add_check, add_common_options
+from amibundle.cli._values import integer
 from amibundle.errors import AmibundleError, UsageError
 
 __all__ = [

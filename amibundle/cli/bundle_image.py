@@ -7,18 +7,11 @@ import sys
 from pathlib import Path
 
 from amibundle.bundling import BundleResult, bundle_image
-from amibundle.cli._common import human_size, print_json, rate, version_text
-from amibundle.cli._options import (
-    OptionParser,
-    Style,
-    add_common_options,
-    existing_dir,
-    existing_file,
-    integer,
-    mandatory,
-)
+from amibundle.cli._common import command_parser, human_size, print_json, rate
+from amibundle.cli._options import OptionParser, Style, add_common_options, mandatory
 from amibundle.cli._progress import TqdmProgress
 from amibundle.cli._prompt import ask_value, confirm
+from amibundle.cli._values import existing_dir, existing_file, integer
 from amibundle.compression import DEFAULT_LEVELS, Compression, default_threads
 from amibundle.format.manifest import DEFAULT_PART_SIZE
 from amibundle.identity import BundleKeys
@@ -158,13 +151,7 @@ def add_output_options(parser: OptionParser) -> None:
 
 
 def build_parser(style: Style, prog: str) -> OptionParser:
-    parser = OptionParser(
-        prog,
-        style=style,
-        description=DESCRIPTION,
-        manual=MANUAL,
-        version=version_text(prog if style is Style.CLASSIC else None),
-    )
+    parser = command_parser(prog, style, description=DESCRIPTION, manual=MANUAL)
     mandatory(
         parser, "-i", "--image", metavar="PATH", type=existing_file, help="the image file to bundle"
     )

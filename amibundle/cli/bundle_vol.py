@@ -7,20 +7,10 @@ import os
 import sys
 from pathlib import Path
 
-from amibundle.cli._common import human_size, print_json, version_text
-from amibundle.cli._options import (
-    OptionParser,
-    Style,
-    add_check,
-    add_common_options,
-    choice_prefix,
-    comma_list,
-    exclusive,
-    existing_dir,
-    existing_file,
-    integer,
-)
+from amibundle.cli._common import command_parser, human_size, print_json
+from amibundle.cli._options import OptionParser, Style, add_check, add_common_options, exclusive
 from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._values import choice_prefix, comma_list, existing_dir, existing_file, integer
 from amibundle.cli.bundle_image import (
     add_key_options,
     add_manifest_options,
@@ -81,14 +71,7 @@ def size_value(value: str) -> int | None:
 
 
 def build_parser(style: Style, prog: str) -> OptionParser:
-    classic = style is Style.CLASSIC
-    parser = OptionParser(
-        prog,
-        style=style,
-        description=DESCRIPTION,
-        manual=MANUAL,
-        version=version_text(prog if classic else None),
-    )
+    parser = command_parser(prog, style, description=DESCRIPTION, manual=MANUAL)
     add_key_options(parser, waived_by="clone_only")
     parser.add_argument(
         "-d",

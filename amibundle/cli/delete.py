@@ -10,13 +10,9 @@ from collections.abc import Callable
 from typing import TextIO
 
 from amibundle import s3
-from amibundle.cli._common import print_json, version_text
+from amibundle.cli._common import command_parser, print_json
 from amibundle.cli._errors import exit_code_for
-from amibundle.cli._options import (
-    OptionParser,
-    Style,
-    existing_file,
-)
+from amibundle.cli._options import OptionParser, Style
 from amibundle.cli._prompt import TIMEOUT_SECONDS
 from amibundle.cli._s3options import (
     CLASSIC_COMMON_LONGS,
@@ -28,6 +24,7 @@ from amibundle.cli._s3options import (
     note_sigv,
     settings_from,
 )
+from amibundle.cli._values import existing_file
 from amibundle.errors import DeclinedError, PromptTimeout, UsageError
 
 __all__ = ["ask_before_deleting", "build_parser", "run"]
@@ -67,12 +64,11 @@ Examples:
 
 
 def build_parser(style: Style, prog: str) -> OptionParser:
-    parser = OptionParser(
+    parser = command_parser(
         prog,
-        style=style,
+        style,
         description=DESCRIPTION,
         manual=MANUAL,
-        version=version_text(prog if style is Style.CLASSIC else None),
         usage="%(prog)s -b BUCKET[/PREFIX] (-m PATH | -p NAME) [options]",
     )
     add_s3_options(parser)

@@ -6,13 +6,8 @@ import argparse
 from pathlib import Path
 
 from amibundle import s3
-from amibundle.cli._common import human_size, print_json, rate, version_text
-from amibundle.cli._options import (
-    OptionParser,
-    Style,
-    existing_dir,
-    existing_file,
-)
+from amibundle.cli._common import command_parser, human_size, print_json, rate
+from amibundle.cli._options import OptionParser, Style
 from amibundle.cli._progress import TqdmProgress
 from amibundle.cli._s3options import (
     CLASSIC_COMMON_LONGS,
@@ -24,6 +19,7 @@ from amibundle.cli._s3options import (
     note_sigv,
     settings_from,
 )
+from amibundle.cli._values import existing_dir, existing_file
 
 __all__ = ["DEFAULT_PREFIX", "build_parser", "manifest_name", "run"]
 
@@ -66,12 +62,11 @@ Examples:
 
 
 def build_parser(style: Style, prog: str) -> OptionParser:
-    parser = OptionParser(
+    parser = command_parser(
         prog,
-        style=style,
+        style,
         description=DESCRIPTION,
         manual=MANUAL,
-        version=version_text(prog if style is Style.CLASSIC else None),
         usage="%(prog)s -b BUCKET[/PREFIX] [-p NAME | -m NAME] [options]",
     )
     add_s3_options(parser)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from amibundle.checking import ManifestReport, inspect_manifest
-from amibundle.cli._common import human_size, print_json, version_text
-from amibundle.cli._options import OptionParser, Style, add_common_options, existing_file, mandatory
+from amibundle.cli._common import command_parser, human_size, print_json
+from amibundle.cli._options import OptionParser, Style, add_common_options, mandatory
+from amibundle.cli._values import existing_file
 
 __all__ = ["build_parser", "run"]
 
@@ -14,9 +15,7 @@ DESCRIPTION = "Show what a bundle manifest says; with -c, whether its signature 
 
 
 def build_parser(style: Style, prog: str) -> OptionParser:
-    parser = OptionParser(
-        prog, style=style, description=DESCRIPTION, manual=DESCRIPTION, version=version_text(None)
-    )
+    parser = command_parser(prog, style, description=DESCRIPTION, manual=DESCRIPTION)
     mandatory(
         parser, "-m", "--manifest", metavar="PATH", type=existing_file, help="the manifest file"
     )

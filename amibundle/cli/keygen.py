@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from amibundle.cli._common import print_json, version_text
-from amibundle.cli._options import OptionParser, Style, add_common_options, integer, mandatory
+from amibundle.cli._common import command_parser, print_json
+from amibundle.cli._options import OptionParser, Style, add_common_options, mandatory
+from amibundle.cli._values import integer
 from amibundle.identity import keygen
 
 __all__ = ["build_parser", "run"]
@@ -18,9 +19,7 @@ DESCRIPTION = (
 
 
 def build_parser(style: Style, prog: str) -> OptionParser:
-    parser = OptionParser(
-        prog, style=style, description=DESCRIPTION, manual=DESCRIPTION, version=version_text(None)
-    )
+    parser = command_parser(prog, style, description=DESCRIPTION, manual=DESCRIPTION)
     mandatory(
         parser,
         "-k",

@@ -5,16 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from amibundle.cli._common import human_size, print_json, rate, version_text
-from amibundle.cli._options import (
-    OptionParser,
-    Style,
-    add_common_options,
-    existing_dir,
-    existing_file,
-    mandatory,
-)
+from amibundle.cli._common import command_parser, human_size, print_json, rate
+from amibundle.cli._options import OptionParser, Style, add_common_options, mandatory
 from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._values import existing_dir, existing_file
 from amibundle.unbundling import unbundle
 
 __all__ = ["build_parser", "run"]
@@ -34,13 +28,7 @@ Example:
 
 def build_parser(style: Style, prog: str) -> OptionParser:
     classic = style is Style.CLASSIC
-    parser = OptionParser(
-        prog,
-        style=style,
-        description=DESCRIPTION,
-        manual=MANUAL,
-        version=version_text(prog if classic else None),
-    )
+    parser = command_parser(prog, style, description=DESCRIPTION, manual=MANUAL)
     mandatory(
         parser,
         "-m",

@@ -7,14 +7,8 @@ import re
 import sys
 
 from amibundle import s3
-from amibundle.cli._common import human_size, print_json, rate, version_text
-from amibundle.cli._options import (
-    OptionParser,
-    Style,
-    existing_dir,
-    existing_file,
-    integer,
-)
+from amibundle.cli._common import command_parser, human_size, print_json, rate
+from amibundle.cli._options import OptionParser, Style
 from amibundle.cli._progress import TqdmProgress
 from amibundle.cli._prompt import confirm
 from amibundle.cli._s3options import (
@@ -26,6 +20,7 @@ from amibundle.cli._s3options import (
     note_sigv,
     settings_from,
 )
+from amibundle.cli._values import existing_dir, existing_file, integer
 from amibundle.errors import UsageError
 
 __all__ = ["ACLS", "CLASSIC_LOCATIONS", "build_parser", "location", "run"]
@@ -105,12 +100,11 @@ def location(value: str) -> str:
 
 
 def build_parser(style: Style, prog: str) -> OptionParser:
-    parser = OptionParser(
+    parser = command_parser(
         prog,
-        style=style,
+        style,
         description=DESCRIPTION,
         manual=MANUAL,
-        version=version_text(prog if style is Style.CLASSIC else None),
         usage="%(prog)s -b BUCKET[/PREFIX] -m PATH [options]",
     )
     add_s3_options(parser)

@@ -5,16 +5,10 @@ from __future__ import annotations
 import argparse
 
 from amibundle.checking import verify_bundle
-from amibundle.cli._common import print_json, version_text
-from amibundle.cli._options import (
-    OptionParser,
-    Style,
-    add_common_options,
-    existing_dir,
-    existing_file,
-    mandatory,
-)
+from amibundle.cli._common import command_parser, print_json
+from amibundle.cli._options import OptionParser, Style, add_common_options, mandatory
 from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._values import existing_dir, existing_file
 
 __all__ = ["EXIT_PROBLEMS", "build_parser", "run"]
 
@@ -34,9 +28,7 @@ Example:
 
 
 def build_parser(style: Style, prog: str) -> OptionParser:
-    parser = OptionParser(
-        prog, style=style, description=DESCRIPTION, manual=MANUAL, version=version_text(None)
-    )
+    parser = command_parser(prog, style, description=DESCRIPTION, manual=MANUAL)
     mandatory(
         parser,
         "-m",

@@ -18,15 +18,9 @@ from amibundle.cli._errors import (
     run_cli,
     run_command,
 )
-from amibundle.cli._options import (
-    EarlyExit,
-    OptionParser,
-    Style,
-    add_common_options,
-    existing_file,
-    mandatory,
-)
+from amibundle.cli._options import EarlyExit, OptionParser, Style, add_common_options, mandatory
 from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._values import existing_file
 from amibundle.errors import (
     DeclinedError,
     IntegrityError,

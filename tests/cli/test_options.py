@@ -23,15 +23,11 @@ from amibundle.cli._options import (
     Style,
     add_check,
     add_common_options,
-    choice_prefix,
-    comma_list,
     exclusive,
-    existing_dir,
-    existing_file,
-    integer,
     mandatory,
     parse_args,
 )
+from amibundle.cli._values import choice_prefix, comma_list, existing_dir, existing_file, integer
 from amibundle.errors import UsageError
 
 MANUAL = "ec2-test manual: bundles things."
