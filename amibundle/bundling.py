@@ -30,7 +30,14 @@ from amibundle.pipeline import BundleStreamResult, Codec, bundle_stream
 from amibundle.progress import Progress
 from amibundle.results import JsonRecord
 from amibundle.sparse import carve_zero_runs, data_extents
-from amibundle.validate import as_path, check_image_size, check_plain_name, check_positive
+from amibundle.validate import (
+    as_path,
+    check_image_size,
+    check_optional_record,
+    check_plain_name,
+    check_positive,
+    check_record,
+)
 
 __all__ = ["BundleResult", "OpenImage", "bundle_image", "open_image", "signed_manifest"]
 
@@ -153,13 +160,15 @@ def bundle_image(
     whole bundle is complete. ``prefix`` defaults to the image's file name.
     """
     started = time.monotonic()
+    metadata = check_record(metadata, BundleMetadata, "metadata")
+    keys = check_record(keys, BundleKeys, "keys")
+    codec = check_optional_record(codec, Codec, "codec") or Codec()
     image_path = as_path(image, "image")
     folder = as_path(destination, "destination")
     name = check_plain_name(prefix if prefix is not None else image_path.name, "prefix")
     check_positive(part_size, "part_size")
     check_directory(folder, "destination")
-    refuse_existing(_existing_bundle_files(folder, name), force=force, what="")
-    codec = codec or Codec()
+    refuse_existing(_existing_bundle_files(folder, name), force=force)
     key = BundleKey.generate(randbytes)
     with open_image(image_path, name, size_checks=size_checks) as source:
         sink = DirectoryPartSink(folder, name, overwrite=force)

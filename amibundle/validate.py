@@ -30,6 +30,8 @@ __all__ = [
     "check_image_size",
     "check_plain_name",
     "check_positive",
+    "check_optional_record",
+    "check_record",
     "detect_architecture",
     "normalize_account_id",
     "parse_block_device_mapping",
@@ -213,3 +215,21 @@ def as_enum(kind: type[_E], value: object, param: str) -> _E:
         raise UsageError(
             f"{{param}} must be one of {choices}, not {value!r}", param=param
         ) from None
+
+
+_R = TypeVar("_R")
+
+
+def check_record(value: object, kind: type[_R], param: str) -> _R:
+    """``value`` if it is a ``kind``; a UsageError naming ``param`` otherwise,
+    rather than an AttributeError later on."""
+    if isinstance(value, kind):
+        return value
+    raise UsageError(
+        f"{{param}} must be a {kind.__name__}, not {type(value).__name__}", param=param
+    )
+
+
+def check_optional_record(value: object, kind: type[_R], param: str) -> _R | None:
+    """:func:`check_record`, None allowed."""
+    return None if value is None else check_record(value, kind, param)

@@ -20,8 +20,8 @@ from amibundle.reading import read_manifest
 from amibundle.s3.client import Connection, connect, s3_errors
 from amibundle.s3.engine import run_parallel
 from amibundle.s3.remote import S3Result, bundle_keys, get_manifest
-from amibundle.s3.settings import BucketRef, S3Settings
-from amibundle.validate import as_optional_path, check_plain_name
+from amibundle.s3.settings import BucketRef, S3Settings, as_bucket
+from amibundle.validate import as_optional_path, check_plain_name, check_record
 
 __all__ = ["DeleteResult", "delete_bundle"]
 
@@ -59,7 +59,7 @@ def _remove_bucket_if_empty(conn: Connection, bucket: BucketRef) -> None:
 
 
 def delete_bundle(
-    bucket: BucketRef,
+    bucket: BucketRef | str,
     *,
     settings: S3Settings,
     manifest: str | os.PathLike[str] | None = None,
@@ -78,6 +78,8 @@ def delete_bundle(
     if not, :class:`S3Error` names a key it still holds.
     """
     started = time.monotonic()
+    bucket = as_bucket(bucket)
+    settings = check_record(settings, S3Settings, "settings")
     manifest_path = as_optional_path(manifest, "manifest")
     if (manifest_path is None) == (prefix is None):
         raise UsageError("name the bundle by a local manifest or by a bundle prefix (one of them)")

@@ -26,8 +26,8 @@ from amibundle.progress import BatchedProgress, NullProgress, Progress, Stage
 from amibundle.s3.client import Connection, connect
 from amibundle.s3.engine import Stopped, hash_file, run_parallel
 from amibundle.s3.remote import S3Result, bundle_keys, fetch, get_manifest, throughput
-from amibundle.s3.settings import BucketRef, S3Settings
-from amibundle.validate import as_path, check_plain_name
+from amibundle.s3.settings import BucketRef, S3Settings, as_bucket
+from amibundle.validate import as_path, check_plain_name, check_record
 
 __all__ = ["DownloadResult", "download_bundle"]
 
@@ -121,7 +121,7 @@ def _download_part(down: _Download, part: mf.PartEntry) -> int | None:
 
 
 def download_bundle(
-    bucket: BucketRef,
+    bucket: BucketRef | str,
     *,
     settings: S3Settings,
     manifest_name: str,
@@ -134,6 +134,8 @@ def download_bundle(
     last. Parts already in ``directory`` with the right SHA-1 are kept, so
     an interrupted download resumes."""
     started = time.monotonic()
+    bucket = as_bucket(bucket)
+    settings = check_record(settings, S3Settings, "settings")
     check_plain_name(manifest_name, "manifest_name")
     directory = as_path(directory, "directory")
     check_directory(directory, "directory")

@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_REGION",
     "BucketRef",
     "S3Settings",
+    "as_bucket",
     "parse_bucket",
     "region_from_url",
     "region_of_location",
@@ -185,3 +186,15 @@ def resolve_region(
     if settings.endpoint_url:
         return region_from_url(settings.endpoint_url)
     return DEFAULT_REGION
+
+
+def as_bucket(value: object) -> BucketRef:
+    """A :class:`BucketRef`, or the ``bucket[/key/prefix]`` text of one."""
+    if isinstance(value, BucketRef):
+        return value
+    if isinstance(value, str):
+        return parse_bucket(value)
+    raise UsageError(
+        f"{{param}} must be a BucketRef or 'bucket/prefix' text, not {type(value).__name__}",
+        param="bucket",
+    )

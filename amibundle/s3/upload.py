@@ -30,8 +30,8 @@ from amibundle.s3.buckets import acls_disabled, prepare_bucket
 from amibundle.s3.client import Connection, connect, error_code, s3_errors
 from amibundle.s3.engine import Stopped, UploadBody, hash_file, run_parallel
 from amibundle.s3.remote import S3Result, bundle_keys, throughput
-from amibundle.s3.settings import BucketRef, S3Settings
-from amibundle.validate import as_optional_path, as_path
+from amibundle.s3.settings import BucketRef, S3Settings, as_bucket
+from amibundle.validate import as_optional_path, as_path, check_record
 
 __all__ = [
     "CANNED_ACLS",
@@ -172,7 +172,7 @@ def _upload_part(up: _Upload, part: _LocalPart) -> bool:
 
 def upload_bundle(
     manifest: str | os.PathLike[str],
-    bucket: BucketRef,
+    bucket: BucketRef | str,
     *,
     settings: S3Settings,
     directory: str | os.PathLike[str] | None = None,
@@ -197,6 +197,8 @@ def upload_bundle(
     skipped (the classic ``--part``).
     """
     started = time.monotonic()
+    bucket = as_bucket(bucket)
+    settings = check_record(settings, S3Settings, "settings")
     manifest_path = as_path(manifest, "manifest")
     folder = as_optional_path(directory, "directory") or manifest_path.parent
     check_acl(acl)

@@ -34,6 +34,7 @@ from amibundle.validate import (
     as_enum,
     as_optional_path,
     as_path,
+    check_optional_record,
     check_plain_name,
 )
 from amibundle.volume.build import build_image
@@ -121,36 +122,31 @@ def bundle_volume(
     """
     started = time.monotonic()
     say = notify or (lambda line: log.info("%s", line))
+    metadata = check_optional_record(metadata, BundleMetadata, "metadata")
+    keys = check_optional_record(keys, BundleKeys, "keys")
     if (metadata is None) != (keys is None):
         raise UsageError("give both metadata and keys to bundle, or neither to make only the image")
     clone_only = metadata is None
-    source_path = as_path(volume, "volume")
+    source_path = _checked_volume(volume)
     folder = as_path(destination, "destination")
-    _check_volume(source_path)
+    check_directory(folder, "destination")
     name = check_plain_name(prefix, "prefix")
     image_path = folder / name
-    check_directory(folder, "destination")
-    outputs = [image_path] + ([] if clone_only else [folder / f"{name}.manifest.xml"])
-    refuse_existing(outputs, force=force)
+    manifest_path = folder / f"{name}.manifest.xml"
+    refuse_existing([image_path] if clone_only else [image_path, manifest_path], force=force)
     _check_size(size_mib, size_checks=size_checks)
     check_patterns_exist(source_path, exclude, "exclude")
     check_patterns_exist(source_path, include, "include")
-    fstab_path = as_optional_path(fstab, "fstab")
-    fstab_variant = (
-        None if generate_fstab is None else as_enum(FstabVariant, generate_fstab, "generate_fstab")
-    )
-    if fstab_path is not None and fstab_variant is not None:
-        raise UsageError("{param} cannot be combined with a generated fstab", param="fstab")
+    fstab_path, fstab_variant = _fstab_choice(fstab, generate_fstab)
     requested_builder = None if builder is None else as_enum(Builder, builder, "builder")
     table = None if partition is None else as_enum(PartitionTable, partition, "partition")
     client = _metadata_client(inherit, clone_only, metadata_service, say)
 
     source = source_filesystem(source_path)
-    chosen_type = fs_type or (source.fs_type if source.fs_type in LOOP_TYPES else None)
     spec = ImageSpec(
         path=image_path,
         size=None if size_mib is None else size_mib * MiB,
-        fs_type=chosen_type or DEFAULT_FS_TYPE,
+        fs_type=fs_type or _default_fs_type(source.fs_type),
         label=label if label is not None else source.label,
         uuid=source.uuid or new_uuid(),
         partition=partition_for(table, source_path, say),
@@ -231,11 +227,29 @@ def _result(
 # --- checks before anything is written -------------------------------------------------
 
 
-def _check_volume(volume: Path) -> None:
+def _checked_volume(value: str | os.PathLike[str]) -> Path:
+    volume = as_path(value, "volume")
     if not volume.exists():
         raise UsageError(f"{{param}} {volume} does not exist", param="volume")
     if not volume.is_dir():
         raise UsageError(f"{{param}} {volume} is not a folder", param="volume")
+    return volume
+
+
+def _fstab_choice(
+    fstab: str | os.PathLike[str] | None, generate: FstabVariant | str | None
+) -> tuple[Path | None, FstabVariant | None]:
+    """The fstab to install: a file, a generated variant, or neither (the volume's)."""
+    path = as_optional_path(fstab, "fstab")
+    variant = None if generate is None else as_enum(FstabVariant, generate, "generate_fstab")
+    if path is not None and variant is not None:
+        raise UsageError("{param} cannot be combined with a generated fstab", param="fstab")
+    return path, variant
+
+
+def _default_fs_type(volume_type: str | None) -> str:
+    """The volume's own file system type when a builder can make it, else the classic ext3."""
+    return volume_type if volume_type in LOOP_TYPES else DEFAULT_FS_TYPE
 
 
 def _check_size(size_mib: int | None, *, size_checks: bool) -> None:
