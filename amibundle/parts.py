@@ -31,8 +31,10 @@ __all__ = [
     "PartReader",
     "PartRecord",
     "PartSink",
+    "PartSource",
     "PartSplitter",
     "PartSpec",
+    "PartWriter",
 ]
 
 
@@ -45,13 +47,20 @@ class PartRecord:
     sha1: str
 
 
-class PartSink(Protocol):
-    """Where parts go. Calls come in order: ``open_part(0)``, ``write``…,
-    ``close_part``, ``open_part(1)``…, then ``commit`` or ``abort``."""
+class PartWriter(Protocol):
+    """What the stream engine writes parts through. Calls come in order:
+    ``open_part(0)``, ``write``…, ``close_part``, ``open_part(1)``…"""
 
     def open_part(self, index: int) -> None: ...
     def write(self, data: memoryview) -> None: ...
     def close_part(self, record: PartRecord) -> None: ...
+
+
+class PartSink(PartWriter, Protocol):
+    """A :class:`PartWriter` whose parts get their names at the end: then
+    ``commit`` or ``abort``. (A sink that fixes names up front, like the S3
+    sink, is only a :class:`PartWriter` to the engine.)"""
+
     def commit(self, filenames: Sequence[str]) -> list[Path]: ...
     def abort(self) -> None: ...
 
@@ -64,7 +73,7 @@ class PartSplitter:
     each piece of ciphertext it produces.
     """
 
-    def __init__(self, sink: PartSink, part_size: int) -> None:
+    def __init__(self, sink: PartWriter, part_size: int) -> None:
         if part_size < 1:
             raise ValueError("part size must be positive")
         self._sink = sink
@@ -174,6 +183,14 @@ class DirectoryPartSink:
 
     def _remove_work(self) -> None:
         shutil.rmtree(self._work, ignore_errors=True)
+
+
+class PartSource(Protocol):
+    """The concatenated bytes of a bundle's parts, each checked against the
+    manifest as it is consumed (:class:`PartReader` reads local files; an S3
+    reader fetches them): what unbundling reads from."""
+
+    def readinto(self, buffer: memoryview) -> int: ...
 
 
 @dataclass(frozen=True)

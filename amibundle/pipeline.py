@@ -40,7 +40,7 @@ from amibundle.errors import IntegrityError
 from amibundle.format.tar import Extent, Member, MemberInfo, padding, stored_size
 from amibundle.format.tar_reader import SingleMemberReader
 from amibundle.format.tar_writer import encode_header, end_of_archive, tar_size
-from amibundle.parts import PartReader, PartRecord, PartSink, PartSplitter
+from amibundle.parts import PartRecord, PartSource, PartSplitter, PartWriter
 from amibundle.progress import NullProgress, Progress, Stage
 from amibundle.sparse import read_extents
 
@@ -109,7 +109,7 @@ def bundle_stream(
     fd: int,
     member: MemberInfo,
     key: BundleKey,
-    sink: PartSink,
+    sink: PartWriter,
     *,
     part_size: int,
     codec: Codec | None = None,
@@ -155,7 +155,7 @@ def _close_quietly(stream: BinaryIO) -> None:
 # --- unbundling --------------------------------------------------------------
 
 
-def _decrypted_chunks(parts: PartReader, key: BundleKey) -> Iterator[bytes]:
+def _decrypted_chunks(parts: PartSource, key: BundleKey) -> Iterator[bytes]:
     """The plaintext of the concatenated parts, in chunks of about 1 MiB."""
     ready: deque[bytes] = deque()
     decryptor = CbcDecryptor(key, lambda view: ready.append(bytes(view)))
@@ -322,7 +322,7 @@ class MemberWriter(Protocol):
 
 
 def unbundle_stream(
-    parts: PartReader,
+    parts: PartSource,
     key: BundleKey,
     open_output: Callable[[Member], MemberWriter],
     *,
@@ -366,7 +366,7 @@ def unbundle_stream(
     return UnbundleStreamResult(member, hashing.sha1.hexdigest(), hashing.size, compression)
 
 
-def read_all_parts(parts: PartReader) -> None:
+def read_all_parts(parts: PartSource) -> None:
     """Reads every part through ``parts`` (checking each), discarding the data."""
     buffer = memoryview(bytearray(_READ_BUFFER))
     while parts.readinto(buffer):
