@@ -28,7 +28,12 @@ the command line reads its flag (``--user``, ``--force``, ``--no-size-checks``):
     │   ├── LocationMismatchError     the bucket is in another location
     │   ├── AclsDisabledError         the bucket's ACLs are disabled
     │   ├── S3CredentialsError        no credentials, or refused ones
-    │   └── NoSuchBucketError         the bucket does not exist
+    │   ├── NoSuchBucketError         the bucket does not exist
+    │   └── LeftoversError            a failed streamed upload could not delete what it sent
+    ├── Ec2Error                  EC2 (or STS) refused or could not be reached
+    │   ├── Ec2CredentialsError       no credentials, or refused ones
+    │   └── ImageFailedError          a registered image ended in state "failed"
+    ├── PartialImageError         an image was written to a device or stream only in part
     ├── ToolNotFound              an external program is not installed
     ├── ToolError                 an external program failed
     ├── VolumeError               bundle-vol cannot build the image as asked
@@ -48,13 +53,18 @@ __all__ = [
     "AmibundleError",
     "CertificateError",
     "DeclinedError",
+    "Ec2CredentialsError",
+    "Ec2Error",
+    "ImageFailedError",
     "IntegrityError",
     "KeyMismatchError",
+    "LeftoversError",
     "LocationMismatchError",
     "ManifestError",
     "MetadataUnavailable",
     "NoSuchBucketError",
     "OutputExistsError",
+    "PartialImageError",
     "PromptTimeout",
     "S3CredentialsError",
     "S3Error",
@@ -255,3 +265,43 @@ class DeclinedError(AmibundleError):
 
 class PromptTimeout(AmibundleError):
     """Nobody answered a question in time."""
+
+
+# --- streaming to and from S3, EC2 ---------------------------------------------------------
+
+
+class LeftoversError(S3Error):
+    """A streamed upload failed and the objects it had already sent could not
+    all be deleted: ``keys`` (full object keys) are left in ``bucket``."""
+
+    def __init__(self, message: str, *, bucket: str, keys: Sequence[str]) -> None:
+        super().__init__(message)
+        self.bucket = bucket
+        self.keys = tuple(keys)
+
+
+class Ec2Error(AmibundleError):
+    """EC2 (or STS, which says whose the credentials are) refused a request
+    or could not be reached."""
+
+
+class Ec2CredentialsError(Ec2Error):
+    """No credentials were found, or EC2/STS refused them."""
+
+
+class ImageFailedError(Ec2Error):
+    """A registered image went to state ``failed`` instead of ``available``."""
+
+    def __init__(self, message: str, *, image_id: str) -> None:
+        super().__init__(message)
+        self.image_id = image_id
+
+
+class PartialImageError(AmibundleError):
+    """Writing an image to a device or a stream stopped part way: what was
+    written cannot be taken back. ``written`` is how far it got (bytes from
+    the start of the image, every one before it written)."""
+
+    def __init__(self, message: str, *, written: int) -> None:
+        super().__init__(message)
+        self.written = written
