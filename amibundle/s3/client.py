@@ -40,6 +40,7 @@ __all__ = [
     "error_code",
     "s3_errors",
     "s3_failure",
+    "shared_botocore_session",
 ]
 
 CONNECT_TIMEOUT = 10
@@ -71,7 +72,7 @@ def connect(settings: S3Settings, *, location: str | None = None) -> Connection:
             aws_secret_access_key=settings.secret_key,
             aws_session_token=settings.session_token,
             profile_name=settings.profile,
-            botocore_session=_botocore_session(),
+            botocore_session=shared_botocore_session(),
         )
         configured = session.region_name
     except ProfileNotFound:
@@ -126,7 +127,7 @@ _loader_lock = threading.Lock()
 _loader: Any = None
 
 
-def _botocore_session() -> Any:
+def shared_botocore_session() -> Any:
     """A new botocore session sharing one model loader with the earlier ones:
     loading S3's service model again for every client costs 0.1 s."""
     import botocore.session
