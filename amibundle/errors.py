@@ -34,6 +34,7 @@ the command line reads its flag (``--user``, ``--force``, ``--no-size-checks``):
     │   ├── Ec2CredentialsError       no credentials, or refused ones
     │   └── ImageFailedError          a registered image ended in state "failed"
     ├── PartialImageError         an image was written to a device or stream only in part
+    ├── InstallError              install stopped after the upload: what exists is named
     ├── ToolNotFound              an external program is not installed
     ├── ToolError                 an external program failed
     ├── VolumeError               bundle-vol cannot build the image as asked
@@ -56,6 +57,7 @@ __all__ = [
     "Ec2CredentialsError",
     "Ec2Error",
     "ImageFailedError",
+    "InstallError",
     "IntegrityError",
     "KeyMismatchError",
     "LeftoversError",
@@ -305,3 +307,21 @@ class PartialImageError(AmibundleError):
     def __init__(self, message: str, *, written: int) -> None:
         super().__init__(message)
         self.written = written
+
+
+class InstallError(AmibundleError):
+    """``install`` uploaded a bundle but did not end with an available image.
+    The message says what exists: ``manifest_location`` (the bundle, kept)
+    and ``image_id`` (registered by this run, or None)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        manifest_location: str,
+        image_id: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.manifest_location = manifest_location
+        self.image_id = image_id
