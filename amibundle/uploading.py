@@ -56,9 +56,26 @@ from amibundle.validate import (
     check_record,
 )
 
-__all__ = ["BundleUploadResult", "bundle_upload", "delete_keys"]
+__all__ = ["BundleUploadResult", "UploadTarget", "bundle_upload", "delete_keys"]
 
 log = logging.getLogger("amibundle.s3")
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """Where a bundle made by another command (bundle_volume) streams to:
+    the bucket, how to reach it, and :func:`bundle_upload`'s bucket options."""
+
+    bucket: BucketRef
+    settings: S3Settings
+    acl: str = "aws-exec-read"
+    location: str | None = None
+    fix_ownership: bool = False
+
+    def __post_init__(self) -> None:
+        check_record(self.bucket, BucketRef, "bucket")
+        check_record(self.settings, S3Settings, "settings")
+        check_acl(self.acl)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ __all__ = [
     "classic_main",
     "command_module",
     "ec2_ami_tools_version",
+    "ec2_bundle_and_upload_image",
     "ec2_bundle_image",
     "ec2_bundle_vol",
     "ec2_delete_bundle",
@@ -50,6 +51,11 @@ COMMANDS: dict[str, str] = {
     "upload": "upload",
     "download": "download",
     "delete": "delete",
+    "bundle-upload": "bundle_upload",
+    "download-unbundle": "download_unbundle",
+    "register": "register",
+    "deregister": "deregister",
+    "install": "install",
 }
 CLASSIC_TOOLS: dict[str, str] = {
     "ec2-bundle-image": "bundle_image",
@@ -58,6 +64,7 @@ CLASSIC_TOOLS: dict[str, str] = {
     "ec2-upload-bundle": "upload",
     "ec2-download-bundle": "download",
     "ec2-delete-bundle": "delete",
+    "ec2-bundle-and-upload-image": "bundle_upload",
 }
 
 
@@ -165,6 +172,10 @@ def ec2_download_bundle() -> NoReturn:
 
 def ec2_delete_bundle() -> NoReturn:
     sys.exit(classic_main("ec2-delete-bundle"))
+
+
+def ec2_bundle_and_upload_image() -> NoReturn:
+    sys.exit(classic_main("ec2-bundle-and-upload-image"))
 
 
 def ec2_ami_tools_version() -> NoReturn:

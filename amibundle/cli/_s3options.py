@@ -114,15 +114,17 @@ def bundle_file_name(option: str, value: str) -> str:
 # -- declaring the options --------------------------------------------------------
 
 
-def add_s3_options(parser: OptionParser) -> None:
-    """``-b`` (in the mandatory group), credentials, endpoint, retry, ``--profile``,
-    ``--jobs``. Required-ness is checked by :func:`check_common`."""
-    parser.mandatory_group.add_argument(
-        "-b",
-        "--bucket",
-        metavar="BUCKET[/PREFIX]",
-        help="the bucket, optionally followed by a key prefix: mybucket/images/2024",
-    )
+def add_s3_options(parser: OptionParser, *, bucket: bool = True) -> None:
+    """``-b`` (in the mandatory group; not with ``bucket=False``), credentials,
+    endpoint, retry, ``--profile``, ``--jobs``. Required-ness is checked by
+    :func:`check_common`."""
+    if bucket:
+        parser.mandatory_group.add_argument(
+            "-b",
+            "--bucket",
+            metavar="BUCKET[/PREFIX]",
+            help="the bucket, optionally followed by a key prefix: mybucket/images/2024",
+        )
     group = parser._optionals
     group.add_argument(
         "-a",
@@ -228,8 +230,9 @@ def _current_meaning(parser: OptionParser, prefix: str) -> argparse.Action | Non
 # -- post-parse checks ---------------------------------------------------------------
 
 
-def check_common(args: argparse.Namespace) -> None:
-    """The classic order: access key, secret key, bucket, ``--sigv``.
+def check_common(args: argparse.Namespace, *, bucket: bool = True) -> None:
+    """The classic order: access key, secret key, bucket (unless ``bucket``
+    is False), ``--sigv``.
 
     Sets ``args.bucket_ref`` (the parsed :class:`amibundle.s3.BucketRef`).
     """
@@ -241,9 +244,10 @@ def check_common(args: argparse.Namespace) -> None:
         raise UsageError("--delegation-token needs --access-key and --secret-key")
     if args.profile and args.access_key:
         raise UsageError("--profile cannot be combined with --access-key")
-    if not args.bucket:
-        raise UsageError("missing mandatory option --bucket")
-    args.bucket_ref = _bucket_ref(args.bucket)
+    if bucket:
+        if not args.bucket:
+            raise UsageError("missing mandatory option --bucket")
+        args.bucket_ref = _bucket_ref(args.bucket)
     if args.sigv is not None and args.sigv not in ("2", "4"):
         raise UsageError(f"invalid value for --sigv: {args.sigv!r}: expected 2 or 4")
 

@@ -38,9 +38,17 @@ Example:
 KNOWN_ARCHITECTURES = ("i386", "x86_64")
 
 
-def add_key_options(parser: OptionParser, *, waived_by: str | None = None) -> None:
+def add_key_options(
+    parser: OptionParser,
+    *,
+    waived_by: str | None = None,
+    user_from_sts: bool = False,
+    region: bool = True,
+) -> None:
     """-c/-k/-u/--ec2cert/--region: shared with bundle-vol, where ``waived_by``
-    (``clone_only``) makes -c/-k/-u optional."""
+    (``clone_only``) makes -c/-k/-u optional. The S3 commands look the
+    account up with STS when -u is missing (``user_from_sts``) and have a
+    --region of their own (``region=False``)."""
     unless = (waived_by,) if waived_by else ()
     mandatory(
         parser,
@@ -60,25 +68,36 @@ def add_key_options(parser: OptionParser, *, waived_by: str | None = None) -> No
         unless=unless,
         help="your PEM RSA private key; signs the manifest",
     )
-    mandatory(
-        parser,
-        "-u",
-        "--user",
-        metavar="ACCOUNT",
-        unless=unless,
-        help="your 12-digit AWS account number (dashes allowed)",
-    )
+    if user_from_sts:
+        parser.add_argument(
+            "-u",
+            "--user",
+            metavar="ACCOUNT",
+            help="your 12-digit AWS account number (dashes allowed; default: the account "
+            "of the AWS credentials, from STS)",
+        )
+    else:
+        mandatory(
+            parser,
+            "-u",
+            "--user",
+            metavar="ACCOUNT",
+            unless=unless,
+            help="your 12-digit AWS account number (dashes allowed)",
+        )
     parser.add_argument(
         "--ec2cert",
         metavar="PATH",
         type=existing_file,
         help="EC2's certificate (default: found by region, see README)",
     )
-    parser.add_argument(
-        "--region",
-        metavar="REGION",
-        help="picks the EC2 certificate: us-gov-* and cn-* have their own (default: $AWS_REGION)",
-    )
+    if region:
+        parser.add_argument(
+            "--region",
+            metavar="REGION",
+            help="picks the EC2 certificate: us-gov-* and cn-* have their own "
+            "(default: $AWS_REGION)",
+        )
 
 
 def add_manifest_options(parser: OptionParser) -> None:

@@ -20,6 +20,7 @@ from amibundle.cli._s3options import (
     settings_from,
 )
 from amibundle.cli._values import existing_dir, existing_file
+from amibundle.errors import UsageError
 
 __all__ = ["DEFAULT_PREFIX", "build_parser", "manifest_name", "run"]
 
@@ -98,6 +99,16 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         default=Path(),
         help="where the bundle is written (default: the current directory)",
     )
+    if style is Style.MODERN:
+        from amibundle.cli.download_unbundle import add_unbundle_outputs
+
+        parser.add_argument(
+            "--unbundle",
+            action="store_true",
+            help="unbundle while downloading (as download-unbundle): the image, not the "
+            "bundle, is written to -d, -o - or --to-device; needs -k",
+        )
+        add_unbundle_outputs(parser, directory=False)
     return finish_s3_parser(parser, style, CLASSIC_LONGS, _check)
 
 
@@ -109,6 +120,14 @@ def _check(args: argparse.Namespace) -> None:
         bundle_file_name("--manifest", args.manifest)
     if args.prefix is not None:
         bundle_file_name("--prefix", args.prefix)
+    if getattr(args, "unbundle", False):
+        from amibundle.cli.download_unbundle import check_output
+
+        if args.privatekey is None:
+            raise UsageError("--unbundle needs --privatekey (it unwraps the bundle key)")
+        check_output(args)
+    elif getattr(args, "output", None) is not None or getattr(args, "to_device", None):
+        raise UsageError("--output and --to-device need --unbundle")
 
 
 def manifest_name(args: argparse.Namespace) -> str:
@@ -134,6 +153,11 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
     note_sigv(args)
     bucket: s3.BucketRef = args.bucket_ref
     name = manifest_name(args)
+    if getattr(args, "unbundle", False):
+        from amibundle.cli.download_unbundle import unbundle_from_s3
+
+        unbundle_from_s3(args, bucket, name)
+        return None
     if not args.json:
         print(f"Downloading {bucket.url(bucket.key(name))} into {args.directory} ...", flush=True)
     with TqdmProgress(quiet=args.quiet or args.json) as progress:

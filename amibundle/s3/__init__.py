@@ -12,6 +12,9 @@ Modules: :mod:`.settings` (how to reach S3, bucket references, regions),
 transfers), :mod:`.remote` (a bundle's objects), :mod:`.buckets` (getting a
 bucket ready), and one module per operation: :mod:`.upload`,
 :mod:`.download`, :mod:`.delete`. None of them loads the compression stack.
+The streaming halves (:mod:`.sink`, parts into a bucket as they are cut, and
+:mod:`.source`, parts out of one in order) are used by
+:mod:`amibundle.uploading` and :mod:`amibundle.downloading`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from amibundle.errors import (
     S3CredentialsError,
     S3Error,
 )
+from amibundle.s3.buckets import with_bucket_region
 from amibundle.s3.delete import DeleteResult, delete_bundle
 from amibundle.s3.download import DownloadResult, download_bundle
 from amibundle.s3.settings import BucketRef, S3Settings, parse_bucket
@@ -44,4 +48,5 @@ __all__ = [
     "download_bundle",
     "parse_bucket",
     "upload_bundle",
+    "with_bucket_region",
 ]

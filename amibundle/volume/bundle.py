@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from amibundle import tools
 from amibundle.bundling import BundleResult, bundle_image
@@ -36,6 +37,7 @@ from amibundle.validate import (
     as_path,
     check_optional_record,
     check_plain_name,
+    check_record,
 )
 from amibundle.volume.build import build_image
 from amibundle.volume.imds import MetadataClient
@@ -53,6 +55,9 @@ from amibundle.volume.plan import (
     source_filesystem,
 )
 from amibundle.volume.rules import check_patterns_exist, rules_for_volume
+
+if TYPE_CHECKING:  # imported when used: bundle-vol without --bucket never loads botocore
+    from amibundle.uploading import BundleUploadResult, UploadTarget
 
 __all__ = ["DEFAULT_SIZE_MIB", "VolumeBundleResult", "bundle_volume", "partition_for"]
 
@@ -74,7 +79,7 @@ class VolumeBundleResult(JsonRecord):
     data_bytes: int
     seconds: float
     inherited: tuple[str, ...]  # manifest fields taken from the instance metadata
-    bundle: BundleResult | None
+    bundle: BundleResult | BundleUploadResult | None  # the latter with ``upload``
 
 
 def bundle_volume(
@@ -107,6 +112,7 @@ def bundle_volume(
     progress: Progress | None = None,
     metadata_service: MetadataClient | None = None,
     notify: Callable[[str], None] | None = None,
+    upload: UploadTarget | None = None,
 ) -> VolumeBundleResult:
     """Builds ``destination/prefix`` from ``volume`` and bundles it there.
 
@@ -118,7 +124,10 @@ def bundle_volume(
     reached, bundling goes on without inheriting; True makes an unreachable
     service an error (:class:`MetadataUnavailable`). Values in ``metadata``
     always win over inherited ones. ``notify`` receives one line per step
-    (the CLI prints them).
+    (the CLI prints them). With ``upload``, the bundle streams straight to
+    that bucket (:func:`amibundle.uploading.bundle_upload`, ``keep_partial``
+    keeping what was sent after a failure) instead of into ``destination``;
+    the image file is still built there.
     """
     started = time.monotonic()
     say = notify or (lambda line: log.info("%s", line))
@@ -127,13 +136,21 @@ def bundle_volume(
     if (metadata is None) != (keys is None):
         raise UsageError("give both metadata and keys to bundle, or neither to make only the image")
     clone_only = metadata is None
+    if upload is not None:
+        from amibundle.uploading import UploadTarget
+
+        check_record(upload, UploadTarget, "upload")
+        if clone_only:
+            raise UsageError("{param} needs metadata and keys: an image only is not uploaded",
+                             param="upload")  # fmt: skip
     source_path = _checked_volume(volume)
     folder = as_path(destination, "destination")
     check_directory(folder, "destination")
     name = check_plain_name(prefix, "prefix")
     image_path = folder / name
     manifest_path = folder / f"{name}.manifest.xml"
-    refuse_existing([image_path] if clone_only else [image_path, manifest_path], force=force)
+    bundle_files = [] if clone_only or upload is not None else [manifest_path]
+    refuse_existing([image_path, *bundle_files], force=force)
     _check_size(size_mib, size_checks=size_checks)
     check_patterns_exist(source_path, exclude, "exclude")
     check_patterns_exist(source_path, include, "include")
@@ -177,18 +194,29 @@ def bundle_volume(
     inherited: tuple[str, ...] = ()
     if client is not None:
         metadata, inherited = _inherit(client, metadata, say)
-    bundle = bundle_image(
-        built.image_path,
-        metadata=metadata,
-        keys=keys,
-        destination=folder,
-        prefix=name,
-        size_checks=size_checks,
-        part_size=part_size,
-        codec=codec,
-        force=force,
-        progress=progress,
-    )
+    bundle: BundleResult | BundleUploadResult
+    if upload is not None:
+        from amibundle.uploading import bundle_upload
+
+        bundle = bundle_upload(
+            built.image_path, upload.bucket, metadata=metadata, keys=keys,
+            settings=upload.settings, prefix=name, acl=upload.acl, location=upload.location,
+            fix_ownership=upload.fix_ownership, keep_partial=keep_partial, force=force,
+            size_checks=size_checks, part_size=part_size, codec=codec, progress=progress,
+        )  # fmt: skip
+    else:
+        bundle = bundle_image(
+            built.image_path,
+            metadata=metadata,
+            keys=keys,
+            destination=folder,
+            prefix=name,
+            size_checks=size_checks,
+            part_size=part_size,
+            codec=codec,
+            force=force,
+            progress=progress,
+        )
     return _result(built, inherited, bundle, started)
 
 
@@ -207,7 +235,7 @@ def _own_paths(destination: Path, name: str) -> list[Path]:
 def _result(
     built: BuildResult,
     inherited: tuple[str, ...],
-    bundle: BundleResult | None,
+    bundle: BundleResult | BundleUploadResult | None,
     started: float,
 ) -> VolumeBundleResult:
     return VolumeBundleResult(
