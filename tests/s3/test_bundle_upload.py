@@ -235,10 +235,11 @@ class InterruptOnceUploaded:
         pass
 
     def advance(self, stage: Stage, nbytes: int) -> None:
-        if stage is Stage.READ and not self.fired:
-            if len(object_puts(self.proxy, self.bucket)) >= self.puts:  # type: ignore[arg-type]
-                self.fired = True
-                raise KeyboardInterrupt
+        if stage is not Stage.READ or self.fired:
+            return
+        if len(object_puts(self.proxy, self.bucket)) >= self.puts:  # type: ignore[arg-type]
+            self.fired = True
+            raise KeyboardInterrupt
 
     def finish(self, stage: Stage, error: BaseException | None = None) -> None:
         pass
