@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from amibundle.ec2.client import Ec2Connection, ec2_errors
 from amibundle.ec2.client import connect as connect_ec2
 from amibundle.ec2.register import (
-    DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
     RegisterResult,
     register_image,
@@ -78,7 +77,7 @@ def register_uploaded(
     ec2_endpoint_url: str | None = None,
     wait: bool = False,
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
-    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    poll_interval: float | None = None,
 ) -> RegisterResult:
     """Registers an uploaded bundle (the second half of install); failures
     become an :class:`InstallError` saying what exists."""
@@ -155,7 +154,7 @@ def install_image(
     codec: Codec | None = None,
     wait: bool = False,
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
-    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    poll_interval: float | None = None,
     progress: Progress | None = None,
     randbytes: Callable[[int], bytes] = os.urandom,
 ) -> InstallResult:

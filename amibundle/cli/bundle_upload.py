@@ -138,19 +138,22 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     return parser
 
 
-def upload_settings(args: argparse.Namespace) -> s3.S3Settings:
-    """The S3 settings, with the bucket's region when none is given."""
-    return s3.with_bucket_region(settings_from(args), args.bucket_ref)
+def upload_settings(args: argparse.Namespace) -> tuple[s3.S3Settings, str]:
+    """The S3 settings, with the bucket's region when none is given, and the
+    account (-u, else from STS: checked first, so that without credentials
+    the error is the classic missing --user)."""
+    settings = settings_from(args)
+    account = account_of(args, settings)
+    return s3.with_bucket_region(settings, args.bucket_ref), account
 
 
 def keys_and_metadata(
-    args: argparse.Namespace, settings: s3.S3Settings
+    args: argparse.Namespace, settings: s3.S3Settings, account: str
 ) -> tuple[BundleKeys, BundleMetadata]:
-    """The keys (EC2's certificate picked by the region) and the manifest's
-    fields (the account from STS without -u)."""
+    """The keys (EC2's certificate picked by the region) and the manifest's fields."""
     arch = choose_architecture(args)
     metadata = BundleMetadata.create(
-        user=account_of(args, settings),
+        user=account,
         arch=arch,
         image_type=getattr(args, "image_type", "machine"),
         kernel_name=getattr(args, "kernel_name", None),
@@ -189,8 +192,8 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
     bucket: s3.BucketRef = args.bucket_ref
     confirm_bucket_name(bucket, batch=args.batch)
     note_derived_location(args)
-    settings = upload_settings(args)
-    keys, metadata = keys_and_metadata(args, settings)
+    settings, account = upload_settings(args)
+    keys, metadata = keys_and_metadata(args, settings, account)
     codec = codec_of(args)
     if not args.json:
         print(f"Bundling {args.image} into {bucket.url()} ...", flush=True)

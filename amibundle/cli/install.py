@@ -162,8 +162,8 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
     bucket: s3.BucketRef = args.bucket_ref
     confirm_bucket_name(bucket, batch=args.batch)
     note_derived_location(args)
-    settings = upload_settings(args)
-    keys, metadata = keys_and_metadata(args, settings)
+    settings, account = upload_settings(args)
+    keys, metadata = keys_and_metadata(args, settings, account)
     registration = registration_of(args, own_kernel=False)
     check_registration(registration, metadata)
     codec = codec_of(args)

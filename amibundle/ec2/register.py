@@ -88,7 +88,7 @@ def register_image(
     ec2_endpoint_url: str | None = None,
     wait: bool = False,
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
-    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    poll_interval: float | None = None,
 ) -> RegisterResult:
     """Registers the bundle whose manifest is at ``manifest``
     (``bucket/prefix/name.manifest.xml``) as an instance-store AMI; returns
@@ -140,12 +140,14 @@ def wait_for_image(
     image_id: str,
     *,
     timeout: float = DEFAULT_WAIT_TIMEOUT,
-    interval: float = DEFAULT_POLL_INTERVAL,
+    interval: float | None = None,
     stop: threading.Event | None = None,
 ) -> str:
     """Polls DescribeImages until ``image_id`` is available (returns
     "available"); a failed image raises :class:`ImageFailedError`, a timeout
-    :class:`Ec2Error`."""
+    :class:`Ec2Error`. ``interval`` (seconds between looks) defaults to
+    :data:`DEFAULT_POLL_INTERVAL`."""
+    interval = DEFAULT_POLL_INTERVAL if interval is None else interval
     stop = stop or threading.Event()
     deadline = time.monotonic() + timeout
     while True:
