@@ -15,7 +15,11 @@ import base64
 import hashlib
 import os
 import random
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +41,7 @@ from tests.support.s3proxy import Faults
 from tests.support.s3servers import S3Server
 
 KiB = 1024
+AMIBUNDLE = Path(sys.executable).parent / "amibundle"
 
 
 def random_image(path: Path, size: int, seed: int = 0) -> Path:
@@ -357,3 +362,33 @@ def test_bundle_result_is_bundle_image_compatible(
         local.image_size,
     )
     assert remote.to_dict()["manifest_location"] == "same/disk.img.manifest.xml"
+
+
+def test_sigint_to_the_command_mid_stream_leaves_no_object(
+    moto_s3: S3Server, make_proxy: MakeProxy, user_id: Identity, tmp_path: Path
+) -> None:
+    """The real command, sent SIGINT (Ctrl-C) while parts are going up: exit 130 and
+    an empty bucket."""
+    image = random_image(tmp_path / "img", 40 << 20)
+    proxy = make_proxy(moto_s3.endpoint_url)
+    command = [
+        str(AMIBUNDLE), "bundle-upload", "-i", str(image), "-c", str(user_id.cert), "-k",
+        str(user_id.key), "-u", "123456789012", "-r", "x86_64", "-b", "sigint",
+        "--part-size", str(1 << 20), "--url", proxy.endpoint_url, "-a", moto_s3.access_key,
+        "-s", moto_s3.secret_key, "--region", "us-east-1", "-q",
+    ]  # fmt: skip
+    env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true"}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while len(object_puts(proxy, "sigint")) < 3 and process.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "interrupted" in err
+    assert len(object_puts(proxy, "sigint")) >= 3
+    assert object_bytes(moto_s3, "sigint") == {}
