@@ -274,12 +274,16 @@ class PromptTimeout(AmibundleError):
 
 class LeftoversError(S3Error):
     """A streamed upload failed and the objects it had already sent could not
-    all be deleted: ``keys`` (full object keys) are left in ``bucket``."""
+    all be deleted: ``keys`` (full object keys) are left in ``bucket``;
+    ``uncertain`` ones, whose upload failed, may be there too."""
 
-    def __init__(self, message: str, *, bucket: str, keys: Sequence[str]) -> None:
+    def __init__(
+        self, message: str, *, bucket: str, keys: Sequence[str], uncertain: Sequence[str] = ()
+    ) -> None:
         super().__init__(message)
         self.bucket = bucket
         self.keys = tuple(keys)
+        self.uncertain = tuple(uncertain)
 
 
 class Ec2Error(AmibundleError):

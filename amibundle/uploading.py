@@ -171,7 +171,7 @@ def bundle_upload(
             jobs=settings.jobs,
             progress=batched,
         )
-        manifest_sent = False
+        manifest_sent = manifest_confirmed = False
         batched.start(Stage.UPLOAD, None)
         try:
             stream = bundle_stream(
@@ -189,11 +189,13 @@ def bundle_upload(
                 conn, bucket, manifest_key, f"upload the manifest to {bucket.url(manifest_key)}",
                 acl=acl, Body=manifest_bytes, ContentMD5=md5_base64(manifest_bytes),
             )  # fmt: skip
+            manifest_confirmed = True
             batched.advance(Stage.UPLOAD, len(manifest_bytes))
         except BaseException as err:
             batched.finish(Stage.UPLOAD, err)
             sent = sink.abort() + ([manifest_key] if manifest_sent else [])
-            _clean_up(conn, bucket, sent, keep=keep_partial, cause=err)
+            confirmed = sink.confirmed | ({manifest_key} if manifest_confirmed else set())
+            _clean_up(conn, bucket, sent, confirmed, keep=keep_partial, cause=err)
             raise
         batched.finish(Stage.UPLOAD)
     stale = [k for k in replaced if k not in set(part_keys)]
@@ -291,10 +293,17 @@ def delete_keys(
 
 
 def _clean_up(
-    conn: Connection, bucket: BucketRef, sent: list[str], *, keep: bool, cause: BaseException
+    conn: Connection,
+    bucket: BucketRef,
+    sent: list[str],
+    confirmed: set[str],
+    *,
+    keep: bool,
+    cause: BaseException,
 ) -> None:
-    """Deletes what a failed upload sent; raises :class:`LeftoversError`
-    (from ``cause``) naming what could not be deleted."""
+    """Deletes what a failed upload sent (a PUT that failed may still have
+    been stored); raises :class:`LeftoversError` (from ``cause``) naming what
+    could not be deleted: the keys S3 confirmed, and those it may hold."""
     if not sent:
         return
     if keep:
@@ -308,11 +317,15 @@ def _clean_up(
     except BaseException:  # a second Ctrl-C: nothing is known to be deleted
         left = sent
     if left:
+        certain = [key for key in left if key in confirmed]
+        maybe = [key for key in left if key not in confirmed]
         raise LeftoversError(
-            f"{_reason(cause)}; and {len(left)} of the {len(sent)} objects already uploaded "
-            f"could not be deleted: they are left in s3://{bucket.bucket}/",
+            f"{_reason(cause)}; and {len(certain)} objects already uploaded could not be "
+            f"deleted: they are left in s3://{bucket.bucket}/"
+            + (f" (and {len(maybe)} whose upload failed may be there too)" if maybe else ""),
             bucket=bucket.bucket,
-            keys=left,
+            keys=certain,
+            uncertain=maybe,
         ) from cause
     log.info("deleted the %d objects already uploaded", len(sent))
 

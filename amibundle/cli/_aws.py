@@ -183,3 +183,7 @@ def print_leftovers(err: LeftoversError) -> None:
     print(f"objects left in bucket {err.bucket}:", file=sys.stderr)
     for key in err.keys:
         print(f"  s3://{err.bucket}/{key}", file=sys.stderr)
+    if err.uncertain:
+        print("objects whose upload failed, which may be there too:", file=sys.stderr)
+        for key in err.uncertain:
+            print(f"  s3://{err.bucket}/{key} (maybe)", file=sys.stderr)

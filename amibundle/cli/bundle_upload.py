@@ -71,8 +71,8 @@ Examples:
 """
 
 
-def add_upload_options(parser: OptionParser) -> None:
-    """upload's bucket options plus --keep-partial."""
+def add_upload_options(parser: OptionParser, *, keep_partial: bool = True) -> None:
+    """upload's bucket options plus --keep-partial (bundle-vol has its own)."""
     parser.add_argument(
         "--acl",
         metavar="ACL",
@@ -94,11 +94,12 @@ def add_upload_options(parser: OptionParser) -> None:
         help="if the bucket has ACLs disabled, set its Object Ownership to "
         "BucketOwnerPreferred instead of stopping",
     )
-    parser.add_argument(
-        "--keep-partial",
-        action="store_true",
-        help="after a failure, keep the objects already uploaded (default: delete them)",
-    )
+    if keep_partial:
+        parser.add_argument(
+            "--keep-partial",
+            action="store_true",
+            help="after a failure, keep the objects already uploaded (default: delete them)",
+        )
 
 
 def add_bundle_upload_options(parser: OptionParser, *, image_required: bool = True) -> None:

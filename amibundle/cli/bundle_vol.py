@@ -214,7 +214,9 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         help="do not install GRUB into a partitioned image",
     )
     parser.add_argument(
-        "--keep-partial", action="store_true", help="keep the image file after a failure"
+        "--keep-partial",
+        action="store_true",
+        help="keep the image file after a failure (and, with --bucket, the objects sent)",
     )
     add_output_options(parser)
     if style is Style.MODERN:
@@ -254,7 +256,7 @@ def add_bucket_options(parser: OptionParser) -> None:
     parser.add_argument(
         "--retry", metavar="N", type=attempts, default=None, help="with --bucket: attempts"
     )
-    add_upload_options(parser)  # --acl, --location, --fix-ownership; --keep-partial is ours
+    add_upload_options(parser, keep_partial=False)  # --keep-partial: ours keeps both
 
 
 def _check_combinations(args: argparse.Namespace) -> None:

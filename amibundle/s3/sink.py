@@ -142,6 +142,7 @@ class S3PartSink:
         self._futures: list[Future[str]] = []
         self._failure: Exception | None = None
         self._attempted: list[str] = []
+        self.confirmed: set[str] = set()  # keys S3 answered 200 for
 
     # -- the PartWriter role (the compressor's writer thread) ---------------------
 
@@ -227,6 +228,8 @@ class S3PartSink:
                 if body.failure is not None:
                     self._fail(body.failure)
                 raise
+            with self._lock:
+                self.confirmed.add(key)
             return key
         except Exception as err:
             self._fail(err)

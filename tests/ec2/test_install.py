@@ -230,3 +230,35 @@ def test_install_from_a_volume(
     image_id = captured.out.strip().splitlines()[-1]
     assert aws.ec2.image(image_id).to_api()["ImageLocation"] == "volumes/root.img.manifest.xml"
     assert sorted(p.name for p in out.iterdir()) == ["root.img"]  # the image, no parts
+
+
+def test_bundle_vol_straight_to_a_bucket(
+    aws: AwsStandIn,
+    aws_env: Proxy,
+    user_id: Identity,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tree = tmp_path / "rootfs"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "motd").write_text("hello\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    status = main(
+        [
+            "bundle-vol", "-v", str(tree), "-d", str(out), "-s", "8", "--fs-type", "ext2",
+            "--builder", "rootless", "--no-inherit", "-P", "none", *identity_args(user_id),
+            "--bucket", "volbucket/v1", "-p", "root.img", "--part-size", "65536",
+        ]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["root.img"]
+    keys = bucket_keys(aws, "volbucket")
+    assert "v1/root.img.manifest.xml" in keys and "v1/root.img.part.0" in keys
+    fetched = tmp_path / "fetched"
+    fetched.mkdir()
+    assert main(["download", "-b", "volbucket/v1", "-p", "root.img", "-d", str(fetched)]) == 0
+    manifest = read_manifest(fetched / "root.img.manifest.xml").manifest
+    assert manifest.user == aws.account_id  # no -u: STS
+    assert "manifest at s3://volbucket/v1/root.img.manifest.xml" in captured.out

@@ -230,10 +230,12 @@ def test_acl_disabled_bucket_is_refused_before_the_image_is_read(
 
 
 class InterruptOnceUploaded:
-    """Raises KeyboardInterrupt while reading the image, once the proxy saw ``puts`` PUTs."""
+    """Raises KeyboardInterrupt while reading the image: once 2 MiB were read (1 MiB is
+    compressed for sure), it waits until the proxy saw ``puts`` PUTs, then raises."""
 
     def __init__(self, proxy: object, bucket: str, puts: int) -> None:
         self.proxy, self.bucket, self.puts = proxy, bucket, puts
+        self.read = 0
         self.fired = False
 
     def start(self, stage: Stage, total: int | None) -> None:
@@ -242,9 +244,15 @@ class InterruptOnceUploaded:
     def advance(self, stage: Stage, nbytes: int) -> None:
         if stage is not Stage.READ or self.fired:
             return
-        if len(object_puts(self.proxy, self.bucket)) >= self.puts:  # type: ignore[arg-type]
-            self.fired = True
-            raise KeyboardInterrupt
+        self.read += nbytes
+        if self.read < 2 << 20:
+            return
+        deadline = time.monotonic() + 10
+        while len(object_puts(self.proxy, self.bucket)) < self.puts:  # type: ignore[arg-type]
+            assert time.monotonic() < deadline, "no part went up"
+            time.sleep(0.002)
+        self.fired = True
+        raise KeyboardInterrupt
 
     def finish(self, stage: Stage, error: BaseException | None = None) -> None:
         pass
@@ -301,11 +309,13 @@ def test_server_gone_mid_stream_prints_the_keys_left(
     watcher.join(5)
     err = capsys.readouterr().err
     assert status == 1, err
-    listed = sorted(line.strip()[len("s3://gone/") :] for line in err.splitlines()
-                    if line.startswith("  s3://gone/"))  # fmt: skip
-    assert listed, err
+    lines = [line.strip() for line in err.splitlines() if line.startswith("  s3://gone/")]
+    certain = {line[len("s3://gone/") :] for line in lines if not line.endswith(" (maybe)")}
+    maybe = {line[len("s3://gone/") : -len(" (maybe)")] for line in lines if line.endswith(")")}
+    assert certain, err
     assert "could not be deleted" in err.splitlines()[-1]
-    assert sorted(object_bytes(moto_s3, "gone")) == listed
+    # Every part S3 confirmed is listed as left; a failed PUT may or may not have landed.
+    assert certain <= set(object_bytes(moto_s3, "gone")) <= certain | maybe
 
 
 def test_bundle_upload_command_on_seaweedfs(
