@@ -56,10 +56,9 @@ class S3PartReader:
         self._submitted = 0
         self._current = memoryview(b"")
         self._offset = 0
+        self._prefetch = max(1, prefetch)
         self.total = 0
         self.checked = 0  # parts fully received and verified
-        for _ in range(max(1, prefetch)):
-            self._submit_next()
 
     def _submit_next(self) -> None:
         if self._submitted < len(self._parts):
@@ -68,6 +67,9 @@ class S3PartReader:
             self._submitted += 1
 
     def readinto(self, buffer: memoryview) -> int:
+        if self._submitted == 0:  # the first read starts the fetches, not the constructor
+            for _ in range(self._prefetch):
+                self._submit_next()
         while self._offset == len(self._current):
             if not self._ahead:
                 if self.total != self._bundled_size:
