@@ -30,6 +30,10 @@ from amibundle.errors import UsageError
 
 __all__ = ["build_parser", "report", "run", "unbundle_from_s3"]
 
+# Parts fetched ahead at most: more would only hold memory, as one part
+# downloads faster than the engine inflates it.
+PREFETCH = 4
+
 DESCRIPTION = (
     "Download a bundle from S3 and unbundle it in one pass: into an image file, to "
     "standard output, or onto a block device."
@@ -38,7 +42,7 @@ MANUAL = f"""{DESCRIPTION}
 
 The manifest (-p NAME for NAME.manifest.xml, or -m NAME) is fetched and checked
 first (its signature with --cert; -k must unwrap its key). Then the parts are
-fetched in order, --jobs ahead at most, each checked against the manifest's size
+fetched in order, --jobs (at most 4) ahead, each checked against the manifest's size
 and SHA-1 before any of it is used, decrypted, inflated and written; the bundle is
 never stored. The image goes to:
 
@@ -183,7 +187,7 @@ def unbundle_from_s3(args: argparse.Namespace, bucket: s3.BucketRef, name: str) 
             stream=stream,
             cert=args.cert,
             force=args.force,
-            prefetch=args.jobs,
+            prefetch=min(args.jobs, PREFETCH),
             progress=progress,
         )
     report(result, json_output=args.json, out=out)

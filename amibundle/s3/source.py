@@ -52,8 +52,9 @@ class S3PartReader:
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, prefetch), thread_name_prefix="amibundle-fetch"
         )
-        self._ahead: deque[Future[bytearray]] = deque()
+        self._ahead: deque[Future[list[bytes]]] = deque()
         self._submitted = 0
+        self._chunks: deque[bytes] = deque()  # the part being read, as received
         self._current = memoryview(b"")
         self._offset = 0
         self._prefetch = max(1, prefetch)
@@ -71,22 +72,29 @@ class S3PartReader:
             for _ in range(self._prefetch):
                 self._submit_next()
         while self._offset == len(self._current):
-            if not self._ahead:
+            if not self._chunks and not self._next_part():
                 if self.total != self._bundled_size:
                     raise IntegrityError(
                         f"the parts hold {self.total} bytes but the manifest says "
                         f"bundled_size {self._bundled_size}"
                     )
                 return 0
-            data = self._ahead.popleft().result()
-            self.checked += 1
-            self._submit_next()
-            self._current, self._offset = memoryview(data), 0
-            self.total += len(data)
+            self._current, self._offset = memoryview(self._chunks.popleft()), 0
         n = min(len(buffer), len(self._current) - self._offset)
         buffer[:n] = self._current[self._offset : self._offset + n]
         self._offset += n
         return n
+
+    def _next_part(self) -> bool:
+        """Takes the next verified part (waiting for it); False after the last."""
+        if not self._ahead:
+            return False
+        chunks = self._ahead.popleft().result()
+        self.checked += 1
+        self._submit_next()
+        self._chunks.extend(chunks)
+        self.total += sum(len(chunk) for chunk in chunks)
+        return True
 
     def close(self) -> None:
         """Stops the fetches still running and drops what was prefetched."""
@@ -96,7 +104,7 @@ class S3PartReader:
         self._pool.shutdown(wait=True)
         self._ahead.clear()
 
-    def _fetch(self, part: PartEntry) -> bytearray:
+    def _fetch(self, part: PartEntry) -> list[bytes]:
         key = self._bucket.key(part.filename)
         url = self._bucket.url(key)
         return fetch(
@@ -111,21 +119,25 @@ class S3PartReader:
 
     def _receive(
         self, part: PartEntry, url: str, body: Any, report: Callable[[int], None]
-    ) -> bytearray:
+    ) -> list[bytes]:
+        # Kept as the chunks received: one growing buffer per part would be
+        # copied as it grows and fragment the heap of every fetch thread.
         sha1 = hashlib.sha1()
-        received = bytearray()
+        chunks: list[bytes] = []
+        size = 0
         for chunk in body.iter_chunks(_CHUNK):
             if self.stop.is_set():
                 raise Stopped
-            if len(received) + len(chunk) > self._bundled_size:
+            size += len(chunk)
+            if size > self._bundled_size:
                 raise IntegrityError(
                     f"{url} is larger than the whole bundle ({self._bundled_size} bytes)"
                 )
             sha1.update(chunk)
-            received += chunk
+            chunks.append(chunk)
             report(len(chunk))
-        if not received:
+        if not size:
             raise IntegrityError(f"{url} is empty")
         if sha1.hexdigest() != part.digest:
             raise IntegrityError(f"{url} is damaged: its SHA-1 does not match the manifest")
-        return received
+        return chunks
