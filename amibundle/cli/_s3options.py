@@ -114,10 +114,13 @@ def bundle_file_name(option: str, value: str) -> str:
 # -- declaring the options --------------------------------------------------------
 
 
-def add_s3_options(parser: OptionParser, *, bucket: bool = True) -> None:
+def add_s3_options(
+    parser: OptionParser, *, bucket: bool = True, bucket_region: bool = False
+) -> None:
     """``-b`` (in the mandatory group; not with ``bucket=False``), credentials,
     endpoint, retry, ``--profile``, ``--jobs``. Required-ness is checked by
-    :func:`check_common`."""
+    :func:`check_common`. ``bucket_region``: the command falls back to the
+    bucket's region rather than us-east-1 (its help says so)."""
     if bucket:
         parser.mandatory_group.add_argument(
             "-b",
@@ -152,14 +155,17 @@ def add_s3_options(parser: OptionParser, *, bucket: bool = True) -> None:
         metavar="REGION",
         type=region_name,
         help="S3 region (default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's, "
-        "derived from an AWS --url host name, else us-east-1)",
+        "derived from an AWS --url host name, else "
+        + ("the bucket's region" if bucket_region else "us-east-1")
+        + ")",
     )
     group.add_argument(
         "--url",
         metavar="URL",
         type=endpoint_url,
         help="S3 endpoint, for any S3-compatible server, e.g. http://127.0.0.1:8333 "
-        "(path-style addressing; default: AWS)",
+        "(path-style addressing; default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, the "
+        "profile's endpoint_url, else AWS)",
     )
     group.add_argument(
         "--sigv",

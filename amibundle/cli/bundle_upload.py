@@ -110,7 +110,7 @@ def add_bundle_upload_options(parser: OptionParser, *, image_required: bool = Tr
     else:
         parser.add_argument("-i", "--image", metavar="PATH", type=existing_file, help=image_help)
     add_key_options(parser, user_from_sts=True, region=False)
-    add_s3_options(parser)
+    add_s3_options(parser, bucket_region=True)
     parser.add_argument(
         "-p",
         "--prefix",

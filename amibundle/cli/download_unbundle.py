@@ -101,7 +101,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         usage="%(prog)s -b BUCKET[/PREFIX] [-p NAME | -m NAME] -k PATH "
         "[-d DIR | -o - | --to-device DEV] [options]",
     )
-    add_s3_options(parser)
+    add_s3_options(parser, bucket_region=True)
     parser.mandatory_group.add_argument(
         "-k",
         "--privatekey",

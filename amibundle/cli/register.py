@@ -54,7 +54,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     add_registration_options(
         parser, mapping_flags=("-b", "--block-device-mapping"), from_manifest_options=False
     )
-    add_s3_options(parser, bucket=False)
+    add_s3_options(parser, bucket=False, bucket_region=True)
     add_ec2_url(parser)
     return finish_s3_parser(parser, style, (), _check)
 
