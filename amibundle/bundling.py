@@ -9,7 +9,6 @@ The steps, each its own function so that other part sinks (S3) reuse them:
 from __future__ import annotations
 
 import os
-import re
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -19,13 +18,13 @@ from pathlib import Path
 
 from amibundle.crypto import BundleKey, sign, wrap_secret
 from amibundle.errors import StorageError, UsageError
-from amibundle.files import check_directory, refuse_existing, write_atomically
+from amibundle.files import check_directory, refuse_existing
+from amibundle.folder import DirectoryPartSink, bundle_files, recover_abandoned
 from amibundle.format import manifest as mf
 from amibundle.format.manifest_writer import render, signed_sections
 from amibundle.format.tar import Extent, MemberInfo, stored_size
 from amibundle.identity import BundleKeys
 from amibundle.metadata import BundleMetadata
-from amibundle.parts import DirectoryPartSink
 from amibundle.pipeline import BundleStreamResult, Codec, bundle_stream
 from amibundle.progress import Progress
 from amibundle.results import JsonRecord
@@ -40,8 +39,6 @@ from amibundle.validate import (
 )
 
 __all__ = ["BundleResult", "OpenImage", "bundle_image", "open_image", "signed_manifest"]
-
-_PART_NAME = re.compile(r"\.part\.[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -168,7 +165,10 @@ def bundle_image(
     name = check_plain_name(prefix if prefix is not None else image_path.name, "prefix")
     check_positive(part_size, "part_size")
     check_directory(folder, "destination")
-    refuse_existing(_existing_bundle_files(folder, name), force=force)
+    recover_abandoned(folder, name)
+    manifest_name = f"{name}.manifest.xml"
+    existing = [folder / n for n in [manifest_name, *bundle_files(folder, name)]]
+    refuse_existing(existing, force=force)
     key = BundleKey.generate(randbytes)
     with open_image(image_path, name, size_checks=size_checks) as source:
         sink = DirectoryPartSink(folder, name, overwrite=force)
@@ -182,15 +182,12 @@ def bundle_image(
                 name=name, metadata=metadata, keys=keys, key=key, image_size=source.size,
                 stream=stream, part_names=part_names,
             )  # fmt: skip
-            if force:
-                _remove_stale_parts(folder, name, keep=set(part_names))
-            part_paths = sink.commit(part_names)
+            # Parts, then the manifest: the bundle appears whole or not at all.
+            part_paths = sink.commit(part_names, manifest=(manifest_name, manifest_bytes))
         except BaseException:
             sink.abort()
             raise
-    manifest_path = folder / f"{name}.manifest.xml"
-    # The manifest comes last: a bundle without one cannot be registered half-made.
-    write_atomically(manifest_path, manifest_bytes, overwrite=force)
+    manifest_path = folder / manifest_name
     return BundleResult(
         manifest_path=manifest_path,
         part_paths=tuple(part_paths),
@@ -204,21 +201,3 @@ def bundle_image(
         ec2_certificate=keys.ec2_certificate,
         seconds=time.monotonic() - started,
     )
-
-
-def _existing_bundle_files(destination: Path, prefix: str) -> list[Path]:
-    """The manifest and part files of a bundle called ``prefix`` in ``destination``."""
-    found = [destination / f"{prefix}.manifest.xml"]
-    for entry in os.scandir(destination):
-        name = entry.name
-        if name.startswith(prefix) and _PART_NAME.fullmatch(name[len(prefix) :]):
-            found.append(destination / name)
-    return sorted(path for path in found if os.path.lexists(path))
-
-
-def _remove_stale_parts(destination: Path, prefix: str, keep: set[str]) -> None:
-    """With ``force``, parts of an earlier bundle of the same name that the new
-    one does not overwrite would linger; remove them."""
-    for path in _existing_bundle_files(destination, prefix):
-        if path.name not in keep and path.name != f"{prefix}.manifest.xml":
-            path.unlink(missing_ok=True)

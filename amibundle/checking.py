@@ -139,7 +139,12 @@ def verify_bundle(
         try:
             key = bundle_key(parsed, key_path)
             result = unbundle_stream(
-                reader, key, lambda member: _Discard(), progress=progress, stage=Stage.VERIFY
+                reader,
+                key,
+                lambda member: _Discard(),
+                expected_size=m.size,
+                progress=progress,
+                stage=Stage.VERIFY,
             )
             check_image(m, result.tar_sha1, result.member)
         except AmibundleError as err:

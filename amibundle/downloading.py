@@ -194,7 +194,7 @@ def _stream_into(
     open_output: Callable[[Member], MemberWriter],
     progress: Progress,
 ) -> UnbundleStreamResult:
-    result = unbundle_stream(reader, key, open_output, progress=progress)
+    result = unbundle_stream(reader, key, open_output, expected_size=m.size, progress=progress)
     check_image(m, result.tar_sha1, result.member)
     return result
 

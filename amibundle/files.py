@@ -20,6 +20,7 @@ from amibundle.errors import OutputExistsError, StorageError, UsageError
 
 __all__ = [
     "TempOutput",
+    "process_is_gone",
     "check_directory",
     "publish",
     "refuse_existing",
@@ -29,6 +30,19 @@ __all__ = [
 ]
 
 log = logging.getLogger("amibundle.files")
+
+
+def process_is_gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs (on this machine, in this pid namespace)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # someone else's process: alive
+        return False
+    return False
 
 
 def check_directory(path: Path, param: str) -> None:

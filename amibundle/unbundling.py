@@ -83,7 +83,9 @@ def unbundle(
             return SparseWriter(out.fd, str(final))
 
         try:
-            result = unbundle_stream(reader, key, open_output, progress=progress)
+            result = unbundle_stream(
+                reader, key, open_output, expected_size=m.size, progress=progress
+            )
         finally:
             reader.close()
         check_image(m, result.tar_sha1, result.member)

@@ -193,7 +193,8 @@ def bundle_upload(
             batched.advance(Stage.UPLOAD, len(manifest_bytes))
         except BaseException as err:
             batched.finish(Stage.UPLOAD, err)
-            sent = sink.abort() + ([manifest_key] if manifest_sent else [])
+            sink.abort()
+            sent = sink.sent_keys() + ([manifest_key] if manifest_sent else [])
             confirmed = sink.confirmed | ({manifest_key} if manifest_confirmed else set())
             _clean_up(conn, bucket, sent, confirmed, keep=keep_partial, cause=err)
             raise

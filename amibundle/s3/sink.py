@@ -111,8 +111,8 @@ class S3PartSink:
 
     Use: hand it to :func:`amibundle.pipeline.bundle_stream`, then
     :meth:`finish` (waits for every part, raises the first failure) or, on
-    any failure, :meth:`abort` (stops and returns every key a PUT was
-    started for: those may exist in the bucket and must be deleted).
+    any failure, :meth:`abort` (stops the uploads; the engine calls it too)
+    and delete :meth:`sent_keys`: those may exist in the bucket.
     """
 
     def __init__(
@@ -182,20 +182,24 @@ class S3PartSink:
         self._check()
         return [future.result() for future in self._futures]
 
-    def abort(self) -> list[str]:
-        """Stops every upload, waits for them to end and returns every key a
-        PUT was started for (the bucket may hold those)."""
+    def abort(self) -> None:
+        """Stops every upload and waits for them to end (an upload stops at
+        its next read); safe to call more than once, from any thread. What
+        was sent is not deleted here: the caller deletes :meth:`sent_keys`
+        and reports what it could not."""
         self._stop.set()
-        wait(self._futures)
+        wait(list(self._futures))
         self._pool.shutdown()
+
+    def sent_keys(self) -> list[str]:
+        """Every key a PUT was started for: the bucket may hold those."""
         with self._lock:
             return list(self._attempted)
 
     # -- the upload threads ------------------------------------------------------------
 
     def _check(self) -> None:
-        """Raises the first failure; a stopped sink refuses more data. Only
-        ``Exception``s: the compressor's writer thread must survive to drain."""
+        """Raises the first failure; a stopped sink refuses more data."""
         if self._failure is not None:
             raise self._failure
         if self._stop.is_set():

@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from amibundle.errors import IntegrityError, OutputExistsError, StorageError
-from amibundle.parts import DirectoryPartSink, PartReader, PartRecord, PartSpec, PartSplitter
+from amibundle.folder import DirectoryPartSink
+from amibundle.parts import PartReader, PartRecord, PartSpec, PartSplitter
 from tests.support.common import tree
 from tests.support.errors import cli_text
 
