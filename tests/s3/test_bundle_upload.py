@@ -172,6 +172,9 @@ def test_the_part_count_never_exceeds_the_bound_for_incompressible_data(
         def close_part(self, record: object) -> None:
             pass
 
+        def abort(self) -> None:
+            pass
+
     image = random_image(tmp_path_factory.mktemp("bound") / "img", size, seed=size)
     sink = Counting()
     with open_image(image, "img", size_checks=False) as source:
