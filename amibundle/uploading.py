@@ -50,6 +50,7 @@ from amibundle.s3.sink import PartNames, S3PartSink
 from amibundle.s3.upload import check_acl, md5_base64, put_object
 from amibundle.validate import (
     as_path,
+    check_image_size,
     check_optional_record,
     check_plain_name,
     check_positive,
@@ -151,7 +152,7 @@ def bundle_upload(
     name = check_plain_name(prefix if prefix is not None else image_path.name, "prefix")
     check_positive(part_size, "part_size")
     check_acl(acl)
-    _check_image_file(image_path)
+    _check_image_file(image_path, size_checks=size_checks)
 
     settings = with_bucket_region(settings, bucket)
     conn = connect(settings, location=location)
@@ -227,9 +228,9 @@ def bundle_upload(
     )
 
 
-def _check_image_file(path: Path) -> None:
-    """The image is there and a regular file (checked again when opened):
-    a typo must not create a bucket."""
+def _check_image_file(path: Path, *, size_checks: bool) -> None:
+    """The image is there, a regular file and not too large (all checked again
+    when it is opened): a typo must not create a bucket."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -238,6 +239,7 @@ def _check_image_file(path: Path) -> None:
         raise StorageError(f"cannot read image {path}: {err.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise UsageError(f"{{param}} {path} is not a regular file", param="image")
+    check_image_size(st.st_size, size_checks=size_checks)
 
 
 def _earlier_bundle(
