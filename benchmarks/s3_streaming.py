@@ -96,95 +96,74 @@ class Bench:
         restored, streamed = work / "restored", work / "streamed"
         for folder in (local, fetched, restored, streamed):
             folder.mkdir()
-        two_pass, one_pass = f"two-pass-{round_}", f"one-pass-{round_}"
+        two_pass_bucket, one_pass_bucket = f"two-pass-{round_}", f"one-pass-{round_}"
 
-        settle(image)
-        to_disk = measure(
-            [
-                AMIBUNDLE,
-                "bundle-image",
-                "-i",
-                str(image),
-                *self.keys,
-                "-d",
-                str(local),
-                "--no-size-checks",
-                "-q",
-            ],
-            output=local,
-        )
-        settle(*local.iterdir())
-        upload = measure(
-            [
-                AMIBUNDLE,
-                "upload",
-                "-b",
-                two_pass,
-                "-m",
-                str(local / f"{name}.manifest.xml"),
-                *self.s3,
-                "-q",
-            ]
-        )
-        shutil.rmtree(local)
-        settle(image)
-        streamed_up = measure(
-            [
-                AMIBUNDLE,
-                "bundle-upload",
-                "-i",
-                str(image),
-                *self.keys,
-                "-b",
-                one_pass,
-                *self.s3,
-                "--no-size-checks",
-                "-q",
-            ]
-        )
+        def two_pass() -> tuple[Run, Run]:
+            settle(image)
+            to_disk = measure(
+                [AMIBUNDLE, "bundle-image", "-i", str(image), *self.keys, "-d", str(local),
+                 "--no-size-checks", "-q"],
+                output=local,
+            )  # fmt: skip
+            settle(*local.iterdir())
+            upload = measure(
+                [AMIBUNDLE, "upload", "-b", two_pass_bucket, "-m",
+                 str(local / f"{name}.manifest.xml"), *self.s3, "-q"]
+            )  # fmt: skip
+            shutil.rmtree(local)
+            return to_disk, upload
 
-        settle()
-        download = measure(
-            [AMIBUNDLE, "download", "-b", one_pass, "-p", name, "-d", str(fetched), *self.s3, "-q"]
-        )
-        settle(*fetched.iterdir())
-        unbundle = measure(
-            [
-                AMIBUNDLE,
-                "unbundle",
-                "-m",
-                str(fetched / f"{name}.manifest.xml"),
-                "-k",
-                str(self.pk),
-                "-d",
-                str(restored),
-                "-q",
-            ]
-        )
-        shutil.rmtree(fetched)
-        shutil.rmtree(restored)
-        settle()
-        streamed_down = measure(
-            [
-                AMIBUNDLE,
-                "download-unbundle",
-                "-b",
-                one_pass,
-                "-p",
-                name,
-                "-k",
-                str(self.pk),
-                "-d",
-                str(streamed),
-                *self.s3,
-                "-q",
-            ]
-        )
+        def one_pass() -> Run:
+            settle(image)
+            return measure(
+                [AMIBUNDLE, "bundle-upload", "-i", str(image), *self.keys, "-b", one_pass_bucket,
+                 *self.s3, "--no-size-checks", "-q"]
+            )  # fmt: skip
+
+        # Alternate which goes first, so that neither always follows the
+        # other's leftover work (SeaweedFS writing back, growing volumes).
+        if round_ % 2:
+            streamed_up = one_pass()
+            to_disk, upload = two_pass()
+        else:
+            to_disk, upload = two_pass()
+            streamed_up = one_pass()
+
+        def download_then_unbundle() -> tuple[Run, Run]:
+            settle()
+            download = measure(
+                [AMIBUNDLE, "download", "-b", one_pass_bucket, "-p", name, "-d", str(fetched),
+                 *self.s3, "-q"]
+            )  # fmt: skip
+            settle(*fetched.iterdir())
+            unbundle = measure(
+                [AMIBUNDLE, "unbundle", "-m", str(fetched / f"{name}.manifest.xml"), "-k",
+                 str(self.pk), "-d", str(restored), "-q"]
+            )  # fmt: skip
+            shutil.rmtree(fetched)
+            shutil.rmtree(restored)
+            fetched.mkdir()
+            restored.mkdir()
+            return download, unbundle
+
+        def download_unbundle() -> Run:
+            settle()
+            return measure(
+                [AMIBUNDLE, "download-unbundle", "-b", one_pass_bucket, "-p", name, "-k",
+                 str(self.pk), "-d", str(streamed), "--force", *self.s3, "-q"]
+            )  # fmt: skip
+
+        if round_ % 2:
+            streamed_down = download_unbundle()
+            download, unbundle = download_then_unbundle()
+        else:
+            download, unbundle = download_then_unbundle()
+            streamed_down = download_unbundle()
         same = subprocess.run(["cmp", "-s", str(image), str(streamed / name)]).returncode == 0
         if not same:
             raise SystemExit(f"download-unbundle did not give {name} back byte for byte")
         shutil.rmtree(work)
-        for bucket in (two_pass, one_pass):
+        for bucket in (two_pass_bucket, one_pass_bucket):
             subprocess.run(
                 [
                     AMIBUNDLE,
