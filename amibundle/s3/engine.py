@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, TypeVar
+from typing import BinaryIO, TypeVar
 
 __all__ = [
     "FileDigests",
@@ -67,14 +67,6 @@ class Stopped(BaseException):
     in boto3 or urllib3 takes it for a failed request and retries."""
 
 
-class Readable(Protocol):
-    """What an upload body reads from: an open part file or a part in memory."""
-
-    def read(self, size: int = -1, /) -> bytes: ...
-    def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int: ...
-    def tell(self) -> int: ...
-
-
 class UploadBody:
     """A part file as a PUT body: reports bytes as they are sent (taking them
     back when a retry rewinds) and ends the request once ``stop`` is set.
@@ -85,7 +77,7 @@ class UploadBody:
     """
 
     def __init__(
-        self, handle: Readable, *, on_bytes: Callable[[int], None], stop: threading.Event
+        self, handle: BinaryIO, *, on_bytes: Callable[[int], None], stop: threading.Event
     ) -> None:
         self._handle = handle
         self._on_bytes = on_bytes

@@ -10,7 +10,8 @@ written to the local disk.
 
 Each part is PUT with the canned ACL and its Content-MD5; botocore retries
 transient failures (5xx, SlowDown, dropped connections) from the buffer,
-which is only released once S3 confirmed the part. The first failure stops
+which is only released once S3 confirmed the part. Progress counts a part
+when it is confirmed. The first failure stops
 the other uploads and is raised at the writer's next call (as an
 ``Exception``: the threaded compressor records those and stops feeding the
 sink), and again by :meth:`S3PartSink.finish`.
@@ -23,17 +24,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from functools import partial
 
 from amibundle.errors import S3Error
 from amibundle.parts import PartRecord
 from amibundle.progress import Progress, Stage
 from amibundle.s3.client import Connection
-from amibundle.s3.engine import Stopped, UploadBody
+from amibundle.s3.engine import Stopped
 from amibundle.s3.settings import BucketRef
 from amibundle.s3.upload import put_object
 
@@ -81,29 +80,6 @@ class PartNames:
 
     def names(self, count: int) -> list[str]:
         return [self.name(index) for index in range(count)]
-
-
-class _MemoryBody:
-    """A part buffer as a seekable file for :class:`UploadBody` (no copy of
-    the whole part: botocore reads it in small pieces, and again on a retry)."""
-
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
-        self._position = 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._view) if size < 0 else min(len(self._view), self._position + size)
-        data = self._view[self._position : end].tobytes()
-        self._position = end
-        return data
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: len(self._view)}
-        self._position = max(0, min(len(self._view), base[whence] + offset))
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
 
 
 class S3PartSink:
@@ -210,30 +186,28 @@ class S3PartSink:
         try:
             view = memoryview(buffer)[:size]
             md5 = base64.b64encode(hashlib.md5(view).digest()).decode("ascii")
+            # The buffer itself is the body: urllib3 hands a bytes-like body to
+            # sendall() whole, where a file-like one costs a Python call per
+            # 8 KiB. Only the short last part is copied (botocore takes no
+            # memoryview).
+            body = buffer if size == len(buffer) else bytearray(view)
             with self._lock:
                 self._attempted.append(key)
-            body = UploadBody(
-                _MemoryBody(view),
-                on_bytes=partial(self._progress.advance, Stage.UPLOAD),
-                stop=self._stop,
+            if self._stop.is_set():
+                raise Stopped
+            put_object(
+                self._conn,
+                self._bucket,
+                key,
+                f"upload part {index} to {self._bucket.url(key)}",
+                acl=self._acl,
+                Body=body,
+                ContentLength=size,
+                ContentMD5=md5,
             )
-            try:
-                put_object(
-                    self._conn,
-                    self._bucket,
-                    key,
-                    f"upload part {index} to {self._bucket.url(key)}",
-                    acl=self._acl,
-                    Body=body,
-                    ContentLength=size,
-                    ContentMD5=md5,
-                )
-            except Stopped:
-                if body.failure is not None:
-                    self._fail(body.failure)
-                raise
             with self._lock:
                 self.confirmed.add(key)
+            self._progress.advance(Stage.UPLOAD, size)
             return key
         except Exception as err:
             self._fail(err)
