@@ -66,7 +66,20 @@ __all__ = [
     "VolumeError",
     "Spelling",
     "python_spelling",
+    "shorten",
 ]
+
+
+SHOWN_CHARACTERS = 200
+
+
+def shorten(text: str, limit: int = SHOWN_CHARACTERS) -> str:
+    """``text`` for a message: whole when short, else its first ``limit``
+    characters, an ellipsis and the full length. Names and values a user or
+    an attacker chose can be a megabyte long; a message stays one short line."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
 
 
 def python_spelling(template: str, param: str | None) -> str:
