@@ -22,7 +22,7 @@ from pathlib import Path
 from amibundle import tools
 from amibundle.bundling import BundleResult, bundle_image
 from amibundle.errors import MetadataUnavailable, ToolError, UsageError
-from amibundle.files import check_directory, refuse_existing
+from amibundle.files import WORK_PREFIX, check_directory, open_input, refuse_existing
 from amibundle.format.manifest import DEFAULT_PART_SIZE
 from amibundle.identity import BundleKeys
 from amibundle.metadata import BundleMetadata
@@ -36,6 +36,7 @@ from amibundle.validate import (
     as_path,
     check_optional_record,
     check_plain_name,
+    check_progress,
 )
 from amibundle.volume.build import build_image
 from amibundle.volume.imds import MetadataClient
@@ -127,6 +128,7 @@ def bundle_volume(
     if (metadata is None) != (keys is None):
         raise UsageError("give both metadata and keys to bundle, or neither to make only the image")
     clone_only = metadata is None
+    progress = check_progress(progress)
     source_path = _checked_volume(volume)
     folder = as_path(destination, "destination")
     check_directory(folder, "destination")
@@ -153,8 +155,8 @@ def bundle_volume(
         bootloader=bootloader,
         fstab=fstab_path,
         generate_fstab=fstab_variant,
-        grub_config=as_optional_path(grub_config, "grub_config"),
-        script=as_optional_path(script, "script"),
+        grub_config=_input_file(grub_config, "grub_config"),
+        script=_input_file(script, "script"),
         keep_partial=keep_partial,
         force=force,
         max_size=MAX_IMAGE_SIZE if size_checks else None,
@@ -197,7 +199,8 @@ def _own_paths(destination: Path, name: str) -> list[Path]:
     destination folder is, as with the classic tool)."""
     return [
         destination / name,
-        destination / f".{name}.*",  # partial image and staging tree
+        destination / f".{name}.*",  # the staging tree
+        destination / f"{WORK_PREFIX}*",  # the partial image, work folders
         destination / f"{name}.part.*",
         destination / f"{name}.manifest.xml",
         Path(tempfile.gettempdir()) / "amibundle-mnt-*",  # the loop builder's mount point
@@ -240,11 +243,27 @@ def _fstab_choice(
     fstab: str | os.PathLike[str] | None, generate: FstabVariant | str | None
 ) -> tuple[Path | None, FstabVariant | None]:
     """The fstab to install: a file, a generated variant, or neither (the volume's)."""
-    path = as_optional_path(fstab, "fstab")
+    path = _input_file(fstab, "fstab")
     variant = None if generate is None else as_enum(FstabVariant, generate, "generate_fstab")
     if path is not None and variant is not None:
         raise UsageError("{param} cannot be combined with a generated fstab", param="fstab")
     return path, variant
+
+
+def _input_file(value: str | os.PathLike[str] | None, param: str) -> Path | None:
+    """An optional file the user gives (fstab, GRUB menu, script), checked now
+    to be a regular file, before the long copy."""
+    path = as_optional_path(value, param)
+    if path is not None:
+        try:
+            os.close(open_input(path, param.replace("_", " ")))
+        except FileNotFoundError:
+            raise UsageError(f"{{param}} {path} does not exist", param=param) from None
+        except OSError as err:
+            raise UsageError(
+                f"{{param}} {path} cannot be read: {err.strerror}", param=param
+            ) from None
+    return path
 
 
 def _default_fs_type(volume_type: str | None) -> str:
@@ -261,10 +280,10 @@ def _check_size(size_mib: int | None, *, size_checks: bool) -> None:
         )
     if size_checks and size_mib * MiB > MAX_IMAGE_SIZE:
         raise UsageError(
-            f"{{param}} {size_mib} MiB is larger than EC2's 10240 MiB limit for "
-            "instance-store images (size_checks lifts it)",
+            f"an image of {size_mib} MiB is larger than EC2's 10240 MiB limit for "
+            "instance-store images",
             hint="{off} lifts the limit, for other clouds",
-            param="size_mib",
+            param="size_checks",
         )
 
 

@@ -213,6 +213,9 @@ def run_script(spec: ImageSpec, root: Path, notify: Notify) -> None:
     try:
         done = tools.run([str(spec.script.resolve()), str(root)])
     except ToolError as err:
-        raise VolumeError(f"the script {spec.script} failed: {err}") from None
+        hint = (
+            "a script needs execute permission and a '#!' line" if err.returncode == 126 else None
+        )
+        raise VolumeError(f"the script {spec.script} failed: {err}", hint=hint) from None
     if done.stdout.strip():
         log.debug("script output: %s", done.stdout.rstrip())
