@@ -20,6 +20,7 @@ from pathlib import Path
 
 from amibundle import tools
 from amibundle.errors import ToolError, VolumeError
+from amibundle.files import write_new
 from amibundle.volume.copier import CopyResult, Fixup
 from amibundle.volume.plan import FstabVariant, ImageSpec, Layout, Notify, PartitionTable
 
@@ -159,12 +160,7 @@ def replace_file(
         path.replace(root / keep_old_as)
     elif os.path.lexists(path):
         path.unlink()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    path.chmod(0o644)
+    write_new(path, data)
     _own(root, rel, copied, privileged, mode=stat.S_IFREG | 0o644)
 
 
