@@ -120,12 +120,11 @@ def bundle_volume(
     ``boot_mode="uefi"``). Partitioned images get GRUB 2 for ``boot_mode``
     (written into the image file, no loop device needed) unless
     ``bootloader`` is False; the volume must then have a kernel in ``/boot``.
-    ``inherit`` None
-    means "when on EC2": the metadata service is asked, and if it cannot be
-    reached, bundling goes on without inheriting; True makes an unreachable
-    service an error (:class:`MetadataUnavailable`). Values in ``metadata``
-    always win over inherited ones. ``notify`` receives one line per step
-    (the CLI prints them).
+    ``inherit`` None means "when on EC2": the metadata service is asked, and
+    if it cannot be reached, bundling goes on without inheriting; True makes
+    an unreachable service an error (:class:`MetadataUnavailable`). Values
+    in ``metadata`` always win over inherited ones. ``notify`` receives one
+    line per step (the CLI prints them).
     """
     started = time.monotonic()
     say = notify or (lambda line: log.info("%s", line))
