@@ -32,6 +32,7 @@ the command line reads its flag (``--user``, ``--force``, ``--no-size-checks``):
     ├── ToolNotFound              an external program is not installed
     ├── ToolError                 an external program failed
     ├── VolumeError               bundle-vol cannot build the image as asked
+    │   └── BootError                 the boot loader cannot be installed as asked
     ├── MetadataUnavailable       the instance metadata service cannot be reached
     ├── DeclinedError             a question was answered no
     └── PromptTimeout             nobody answered a question in time
@@ -46,6 +47,7 @@ from pathlib import Path
 __all__ = [
     "AclsDisabledError",
     "AmibundleError",
+    "BootError",
     "CertificateError",
     "DeclinedError",
     "IntegrityError",
@@ -268,3 +270,11 @@ class DeclinedError(AmibundleError):
 
 class PromptTimeout(AmibundleError):
     """Nobody answered a question in time."""
+
+
+# --- the boot loader (bundle-vol) --------------------------------------------------------
+
+
+class BootError(VolumeError):
+    """The boot loader cannot be installed into the image as asked (no GRUB,
+    no kernel in the volume, no room for GRUB's core image)."""

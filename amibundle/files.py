@@ -34,6 +34,7 @@ __all__ = [
     "write_all",
     "work_prefix",
     "write_atomically",
+    "write_new",
 ]
 
 log = logging.getLogger("amibundle.files")
@@ -249,3 +250,18 @@ def write_atomically(path: Path, data: bytes, *, overwrite: bool, mode: int = 0o
         except OSError as err:
             raise _fail("write", path, err) from None
         out.publish(overwrite=overwrite, mode=mode)
+
+
+def write_new(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Creates ``path`` with ``data``; ``path`` must not exist (not even as a
+    symbolic link). Never writes through an existing name: in bundle-vol's
+    staging tree of hard links that would change the volume itself."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            os.fchmod(fd, mode)  # whatever the umask
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise _fail("write", path, err) from None

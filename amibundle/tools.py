@@ -52,7 +52,10 @@ PACKAGES: Mapping[str, str] = {
     "blkid": "util-linux",
     "sfdisk": "fdisk",
     "sgdisk": "gdisk",
-    "grub-install": "grub-pc-bin",
+    "grub-mkimage": "grub-pc-bin grub2-common",
+    "mkfs.vfat": "dosfstools",
+    "mmd": "mtools",
+    "mcopy": "mtools",
     "setpriv": "util-linux",
     "udevadm": "udev",
 }
