@@ -23,7 +23,7 @@ import itertools
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -106,7 +106,7 @@ def tar_stream(fd: int, member: MemberInfo) -> Iterator[bytes | memoryview]:
     header = encode_header(member)
     yield header
     if member.extents is not None:
-        extents: tuple[Extent, ...] = member.extents
+        extents: Sequence[Extent] = member.extents
     else:
         extents = (Extent(0, member.size),) if member.size else ()
     yield from read_extents(fd, extents, itertools.repeat(bytearray(_READ_BUFFER)))

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable, Iterator
 
 from amibundle.errors import StorageError
-from amibundle.format.tar import Extent
+from amibundle.format.tar import Extent, ExtentMap
 
 __all__ = [
     "ZERO_GRANULE",
@@ -38,10 +38,10 @@ _PROBE = 4096  # bytes read first to rule a granule out
 _READ_CHUNK = 1 << 20
 
 
-def data_extents(fd: int, size: int) -> list[Extent]:
+def data_extents(fd: int, size: int) -> ExtentMap:
     """The data regions of an open file, holes left out. File systems without
     ``SEEK_DATA`` report the whole file as data."""
-    extents: list[Extent] = []
+    extents = ExtentMap()
     offset = 0
     try:
         while offset < size:
@@ -53,11 +53,11 @@ def data_extents(fd: int, size: int) -> list[Extent]:
                 raise
             end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
             if end > start:
-                extents.append(Extent(start, end - start))
+                extents.append(start, end - start)
             offset = end
     except OSError as err:
         if err.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-            return [Extent(0, size)] if size else []
+            return ExtentMap([Extent(0, size)] if size else [])
         raise
     return extents
 
@@ -73,14 +73,14 @@ def _subtract(extent: Extent, holes: list[tuple[int, int]]) -> Iterator[Extent]:
         yield Extent(cursor, end_of_extent - cursor)
 
 
-def carve_zero_runs(fd: int, extents: Iterable[Extent]) -> list[Extent]:
+def carve_zero_runs(fd: int, extents: Iterable[Extent]) -> ExtentMap:
     """``extents`` with every aligned all-zero granule inside them removed.
 
     A granule whose first 4 KiB are not all zero is data: that settles nearly
     every granule of real data by reading a sixteenth of it. Only granules
     that pass the test are read whole and compared.
     """
-    carved: list[Extent] = []
+    carved = ExtentMap()
     for extent in extents:
         holes: list[tuple[int, int]] = []
         end = extent.offset + extent.length
@@ -92,7 +92,8 @@ def carve_zero_runs(fd: int, extents: Iterable[Extent]) -> list[Extent]:
                 holes[-1] = (holes[-1][0], start + ZERO_GRANULE)
             else:
                 holes.append((start, start + ZERO_GRANULE))
-        carved.extend(_subtract(extent, holes))
+        for piece in _subtract(extent, holes):
+            carved.append(piece.offset, piece.length)
     return carved
 
 

@@ -119,7 +119,7 @@ class MemberInfo:
     size: int  # apparent file size
     mode: int  # only & 0o7777 is written
     mtime: int
-    extents: tuple[Extent, ...] | None  # None: plain member; else old-GNU sparse data regions
+    extents: Sequence[Extent] | None  # None: plain member; else old-GNU sparse data regions
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,8 @@ def stored_size(info: MemberInfo) -> int:
     """Bytes of member data that follow the header blocks (before padding)."""
     if info.extents is None:
         return info.size
+    if isinstance(info.extents, ExtentMap):
+        return info.extents.stored
     return sum(extent.length for extent in info.extents)
 
 
