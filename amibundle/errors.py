@@ -24,6 +24,7 @@ the command line reads its flag (``--user``, ``--force``, ``--no-size-checks``):
     ├── KeyMismatchError          the private key cannot unwrap the bundle key
     ├── CertificateError          a certificate or key cannot be found or read
     ├── StorageError              local file I/O failed (missing, no space, no permission)
+    │   └── UploadSourceError         a file an upload must send is missing or unreadable
     ├── S3Error                   S3 refused or could not be reached
     │   ├── LocationMismatchError     the bucket is in another location
     │   ├── AclsDisabledError         the bucket's ACLs are disabled
@@ -34,7 +35,11 @@ the command line reads its flag (``--user``, ``--force``, ``--no-size-checks``):
     ├── VolumeError               bundle-vol cannot build the image as asked
     ├── MetadataUnavailable       the instance metadata service cannot be reached
     ├── DeclinedError             a question was answered no
-    └── PromptTimeout             nobody answered a question in time
+    ├── PromptTimeout             nobody answered a question in time
+    ├── ImageSizeError            the image is empty or larger than EC2 accepts
+    ├── BackupExistsError         migrate-manifest's <manifest>.bak is in the way
+    ├── MappingError              a kernel or ramdisk id has no match in the target region
+    └── MappingUnavailableError   EC2 cannot be asked to map ids (unknown region, refused)
 """
 
 from __future__ import annotations
@@ -46,12 +51,16 @@ from pathlib import Path
 __all__ = [
     "AclsDisabledError",
     "AmibundleError",
+    "BackupExistsError",
     "CertificateError",
     "DeclinedError",
+    "ImageSizeError",
     "IntegrityError",
     "KeyMismatchError",
     "LocationMismatchError",
     "ManifestError",
+    "MappingError",
+    "MappingUnavailableError",
     "MetadataUnavailable",
     "NoSuchBucketError",
     "OutputExistsError",
@@ -62,6 +71,7 @@ __all__ = [
     "TarFormatError",
     "ToolError",
     "ToolNotFound",
+    "UploadSourceError",
     "UsageError",
     "VolumeError",
     "Spelling",
@@ -255,3 +265,33 @@ class DeclinedError(AmibundleError):
 
 class PromptTimeout(AmibundleError):
     """Nobody answered a question in time."""
+
+
+# --- classic parity (issue 11) ----------------------------------------------------------
+
+
+class UploadSourceError(StorageError):
+    """A local file an upload must send (a part) is missing or unreadable. The
+    classic tools reported this as a failed upload, so it has the S3 commands'
+    failure status there."""
+
+
+class ImageSizeError(AmibundleError):
+    """The image is empty, or larger than EC2 accepts for an instance-store
+    image. Not a usage error: the command line was right, the data is not."""
+
+
+class BackupExistsError(AmibundleError):
+    """migrate-manifest keeps the original as ``<manifest>.bak`` and will not
+    overwrite an earlier backup."""
+
+
+class MappingError(AmibundleError):
+    """A kernel or ramdisk id cannot be mapped to the target region: EC2 does
+    not know it, or the target region has no image of the same owner, type and
+    manifest key."""
+
+
+class MappingUnavailableError(AmibundleError):
+    """EC2 cannot be asked to map ids: the target region is not one EC2
+    reports, or EC2 refused or could not be reached."""

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from amibundle import s3
+from amibundle.cli._common import Announcements
 from amibundle.cli._options import OptionParser, Style, add_check, add_common_options
 from amibundle.cli._values import integer
 from amibundle.errors import AmibundleError, UsageError
@@ -258,12 +259,15 @@ def _bucket_ref(value: str) -> s3.BucketRef:
 # -- using the options ------------------------------------------------------------------
 
 
-def note_sigv(args: argparse.Namespace) -> None:
-    if args.sigv == "2":
-        print(
-            "note: --sigv 2 is accepted for compatibility; Signature Version 4 is always used",
-            file=sys.stderr,
-        )
+def note_sigv(args: argparse.Namespace, notes: Announcements | None = None) -> None:
+    """The note about ``--sigv 2``: held in ``notes`` when given, else printed."""
+    if args.sigv != "2":
+        return
+    line = "note: --sigv 2 is accepted for compatibility; Signature Version 4 is always used"
+    if notes is not None:
+        notes.add(line, stderr=True)
+    else:
+        print(line, file=sys.stderr)
 
 
 def settings_from(args: argparse.Namespace, *, region: str | None = None) -> s3.S3Settings:

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from amibundle.cli._common import command_parser, human_size, print_json
+from amibundle.cli._common import Announcements, command_parser, human_size, print_json
 from amibundle.cli._options import OptionParser, Style, add_check, add_common_options, exclusive
 from amibundle.cli._progress import TqdmProgress
 from amibundle.cli._values import choice_prefix, comma_list, existing_dir, existing_file, integer
@@ -15,10 +15,8 @@ from amibundle.cli.bundle_image import (
     add_key_options,
     add_manifest_options,
     add_output_options,
-    choose_architecture,
+    checked_metadata,
     codec_of,
-    keys_of,
-    metadata_of,
     note_missing_mappings,
     report,
 )
@@ -241,20 +239,24 @@ def fstab_variant(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace, style: Style) -> int | None:
     classic = style is Style.CLASSIC
     metadata = keys = codec = None
+    notes = Announcements()
     if not args.clone_only:
         # Everything bundling needs is checked before the long copy starts
         # (the classic found a bad key only after cloning the whole volume).
-        metadata = metadata_of(args, choose_architecture(args))
-        keys = keys_of(args)
-        note_missing_mappings(args.block_device_mapping)
-        codec = codec_of(args)
+        metadata, keys = checked_metadata(args)
+        note_missing_mappings(args.block_device_mapping, notes)
+        codec = codec_of(args, notes)
     quiet = args.json
 
-    def say(line: str) -> None:
+    def print_line(line: str) -> None:
         if not quiet:
             print(line, flush=True)
 
-    with TqdmProgress(quiet=args.quiet or args.json) as progress:
+    # The notes wait for the library's first step: it checks its own inputs
+    # (size, paths, outputs) before that.
+    say = notes.notify(print_line)
+    with TqdmProgress(quiet=args.quiet or args.json) as bars:
+        progress = notes.progress(bars)
         result = bundle_volume(
             args.volume,
             metadata=metadata,
