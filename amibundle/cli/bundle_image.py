@@ -8,7 +8,13 @@ from pathlib import Path
 
 from amibundle.bundling import BundleResult, bundle_image
 from amibundle.cli._common import Announcements, command_parser, human_size, print_json, rate
-from amibundle.cli._options import OptionParser, Style, add_common_options, mandatory
+from amibundle.cli._options import (
+    CLASSIC_COMMON_LONGS,
+    OptionParser,
+    Style,
+    add_common_options,
+    mandatory,
+)
 from amibundle.cli._progress import TqdmProgress
 from amibundle.cli._prompt import ask_value, confirm
 from amibundle.cli._values import existing_dir, existing_file, integer
@@ -19,7 +25,7 @@ from amibundle.metadata import BundleMetadata
 from amibundle.pipeline import Codec
 from amibundle.validate import check_image_size, detect_architecture
 
-__all__ = ["build_parser", "run"]
+__all__ = ["CLASSIC_LONGS", "build_parser", "run"]
 
 DESCRIPTION = (
     "Bundle an image file for EC2: tar, gzip, AES-128-CBC, 10 MiB parts and a "
@@ -36,6 +42,24 @@ Example:
   ec2-bundle-image -i root.img -c cert.pem -k pk.pem -u 1234-5678-9012 -r x86_64 -d out/
 """
 KNOWN_ARCHITECTURES = ("i386", "x86_64")
+# The classic tool's long options (classic-cli.md §1.3, §2.2): their unique
+# prefixes keep their meaning in ec2-bundle-image whatever we add.
+CLASSIC_LONGS = (
+    *CLASSIC_COMMON_LONGS,
+    "--cert",
+    "--privatekey",
+    "--user",
+    "--image",
+    "--destination",
+    "--ec2cert",
+    "--arch",
+    "--productcodes",
+    "--no-size-checks",
+    "--kernel",
+    "--ramdisk",
+    "--block-device-mapping",
+    "--prefix",
+)
 
 
 def add_key_options(parser: OptionParser, *, waived_by: str | None = None) -> None:
@@ -182,6 +206,8 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     )
     add_output_options(parser)
     add_common_options(parser)
+    if style is Style.CLASSIC:
+        parser.keep_classic_abbreviations(CLASSIC_LONGS)
     return parser
 
 

@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 
 from amibundle.cli._common import Announcements, command_parser, human_size, print_json
-from amibundle.cli._options import OptionParser, Style, add_check, add_common_options, exclusive
+from amibundle.cli._options import (
+    CLASSIC_COMMON_LONGS,
+    OptionParser,
+    Style,
+    add_check,
+    add_common_options,
+    exclusive,
+)
 from amibundle.cli._progress import TqdmProgress
 from amibundle.cli._values import choice_prefix, comma_list, existing_dir, existing_file, integer
 from amibundle.cli.bundle_image import (
@@ -24,7 +31,7 @@ from amibundle.errors import UsageError
 from amibundle.volume.bundle import DEFAULT_SIZE_MIB, VolumeBundleResult, bundle_volume
 from amibundle.volume.plan import EXT_TYPES, Builder, PartitionTable
 
-__all__ = ["DESCRIPTION", "MANUAL", "build_parser", "run"]
+__all__ = ["CLASSIC_LONGS", "DESCRIPTION", "MANUAL", "build_parser", "run"]
 
 DESCRIPTION = (
     "Make an image file from a volume (normally /) and bundle it, as root with a loop "
@@ -59,6 +66,38 @@ Examples:
   amibundle bundle-vol -v ./rootfs --size auto --fs-type ext4 --generate-fstab=modern \\
       --no-inherit -c cert.pem -k pk.pem -u 123456789012 -r x86_64 -d out/
 """
+
+
+# The classic tool's long options (classic-cli.md §1.3, §3.2).
+CLASSIC_LONGS = (
+    *CLASSIC_COMMON_LONGS,
+    "--cert",
+    "--privatekey",
+    "--user",
+    "--destination",
+    "--ec2cert",
+    "--arch",
+    "--productcodes",
+    "--no-size-checks",
+    "--kernel",
+    "--ramdisk",
+    "--block-device-mapping",
+    "--all",
+    "--exclude",
+    "--include",
+    "--no-filter",
+    "--prefix",
+    "--clone-only",
+    "--size",
+    "--inherit",
+    "--no-inherit",
+    "--volume",
+    "--fstab",
+    "--generate-fstab",
+    "--grub-config",
+    "--partition",
+    "--script",
+)
 
 
 def size_value(value: str) -> int | None:
@@ -210,6 +249,8 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     )
     add_output_options(parser)
     add_common_options(parser)
+    if style is Style.CLASSIC:
+        parser.keep_classic_abbreviations(CLASSIC_LONGS)
     exclusive(parser, "--fstab", "--generate-fstab")
     add_check(parser, _check_combinations)
     return parser
