@@ -29,6 +29,7 @@ the command line reads its flag (``--user``, ``--force``, ``--no-size-checks``):
     │   ├── LocationMismatchError     the bucket is in another location
     │   ├── AclsDisabledError         the bucket's ACLs are disabled
     │   ├── S3CredentialsError        no credentials, or refused ones
+    │   ├── BucketNotEmptyError       delete --clear: the bundle is gone, the bucket kept
     │   └── NoSuchBucketError         the bucket does not exist
     ├── ToolNotFound              an external program is not installed
     ├── ToolError                 an external program failed
@@ -52,6 +53,7 @@ __all__ = [
     "AclsDisabledError",
     "AmibundleError",
     "BackupExistsError",
+    "BucketNotEmptyError",
     "CertificateError",
     "DeclinedError",
     "ImageSizeError",
@@ -295,3 +297,12 @@ class MappingError(AmibundleError):
 class MappingUnavailableError(AmibundleError):
     """EC2 cannot be asked to map ids: the target region is not one EC2
     reports, or EC2 refused or could not be reached."""
+
+
+class BucketNotEmptyError(S3Error):
+    """The bundle was deleted, but the bucket was kept (as asked to remove it):
+    it holds other objects. ``deleted`` names the keys that were deleted."""
+
+    def __init__(self, message: str, *, deleted: Sequence[str], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, param="clear")
+        self.deleted = tuple(deleted)

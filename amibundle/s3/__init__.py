@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from amibundle.errors import (
     AclsDisabledError,
+    BucketNotEmptyError,
     LocationMismatchError,
     NoSuchBucketError,
     S3CredentialsError,
@@ -31,6 +32,7 @@ from amibundle.s3.upload import CANNED_ACLS, UploadResult, upload_bundle
 __all__ = [
     "CANNED_ACLS",
     "AclsDisabledError",
+    "BucketNotEmptyError",
     "BucketRef",
     "DeleteResult",
     "DownloadResult",
