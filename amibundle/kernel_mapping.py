@@ -222,8 +222,9 @@ def _find_source(
     for region, images in zip(regions, answers, strict=False):
         if images is not None:
             return region, {image["ImageId"]: image for image in images}
+    where = regions[0] if len(regions) == 1 else "any region EC2 reports"
     raise MappingError(
-        f"{' and '.join(ids)} not found in any region EC2 reports",
+        f"{' and '.join(ids)} not found in {where}",
         hint="give the ids for the target region with --kernel/--ramdisk, or --no-mapping",
     )
 
