@@ -65,7 +65,7 @@ def _reshaped(data: bytes, seed: int, *, pad_tokens: bool, pretty: bool) -> byte
     return etree.tostring(root, encoding="utf-8")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(manifest=manifests(), seed=st.integers(0, 2**32), pretty=st.booleans())
 def test_any_order_quoting_and_white_space_read_the_same(
     manifest: Manifest, seed: int, pretty: bool

@@ -126,6 +126,7 @@ def test_parts_move_by_server_side_copy_only(
     assert f"Your new bundle is in dst-bucket/new/{NAME}" in out
 
 
+@pytest.mark.parametrize("s3_server", ["moto"], indirect=True)
 def test_a_rerun_copies_only_what_is_missing_or_different(
     s3_server: S3Server,
     source: Bundle,
