@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-s3 bench-volume system-tools clean
+.PHONY: demo test lint bench bench-s3 bench-volume system-tools boot-kernel clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 system-tools:
 	@scripts/ensure-system-tools.sh
 
+# Debian's cloud kernel for the boot tests, downloaded here so tests never do.
+boot-kernel:
+	@scripts/fetch-boot-kernel.sh
+
 demo: $(STAMP) system-tools
 	$(BIN)/python scripts/demo.py
 
@@ -26,8 +30,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check amibundle
 	$(BIN)/mypy
 
-test: $(STAMP) system-tools lint
-	$(BIN)/python -m pytest -p no:cacheprovider
+# Under make test the boot tests must run: a missing kernel, qemu or firmware fails them.
+test: $(STAMP) system-tools boot-kernel lint
+	AMIBUNDLE_BOOT_TESTS=required $(BIN)/python -m pytest -p no:cacheprovider
 
 bench: $(STAMP) system-tools
 	$(BIN)/python benchmarks/run.py
@@ -39,4 +44,4 @@ bench-volume: $(STAMP) system-tools
 	$(BIN)/python benchmarks/volume.py
 
 clean:
-	rm -rf $(VENV) demo-output benchmarks/work .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-output benchmarks/work .pytest_cache .mypy_cache .ruff_cache .cache

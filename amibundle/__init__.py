@@ -32,6 +32,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 _EXPORTS: dict[str, str] = {
     "AclsDisabledError": "amibundle.errors",
     "AmibundleError": "amibundle.errors",
+    "BootMode": "amibundle.volume.boot",
     "BucketRef": "amibundle.s3.settings",
     "BundleKeys": "amibundle.identity",
     "BundleMetadata": "amibundle.metadata",

@@ -9,7 +9,6 @@ The steps, each its own function so that other part sinks (S3) reuse them:
 from __future__ import annotations
 
 import os
-import re
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -18,14 +17,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from amibundle.crypto import BundleKey, sign, wrap_secret
-from amibundle.errors import StorageError, UsageError
-from amibundle.files import check_directory, refuse_existing, write_atomically
+from amibundle.errors import StorageError, UsageError, shorten
+from amibundle.files import check_directory, name_problem, open_input, refuse_existing
+from amibundle.folder import DirectoryPartSink, bundle_files, recover_abandoned
 from amibundle.format import manifest as mf
 from amibundle.format.manifest_writer import render, signed_sections
 from amibundle.format.tar import Extent, MemberInfo, stored_size
 from amibundle.identity import BundleKeys
 from amibundle.metadata import BundleMetadata
-from amibundle.parts import DirectoryPartSink
 from amibundle.pipeline import BundleStreamResult, Codec, bundle_stream
 from amibundle.progress import Progress
 from amibundle.results import JsonRecord
@@ -36,12 +35,11 @@ from amibundle.validate import (
     check_optional_record,
     check_plain_name,
     check_positive,
+    check_progress,
     check_record,
 )
 
 __all__ = ["BundleResult", "OpenImage", "bundle_image", "open_image", "signed_manifest"]
-
-_PART_NAME = re.compile(r"\.part\.[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -78,15 +76,13 @@ def open_image(image: Path, name: str, *, size_checks: bool) -> Iterator[OpenIma
     """Opens ``image`` (following symlinks, like the classic ``tar -h``), checks
     its size and maps its data (holes and zero runs become sparse extents)."""
     try:
-        fd = os.open(image, os.O_RDONLY)
+        fd = open_input(image, "image")
     except FileNotFoundError:
         raise UsageError(f"{{param}} {image} does not exist", param="image") from None
     except OSError as err:
         raise StorageError(f"cannot read image {image}: {err.strerror}") from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"{{param}} {image} is not a regular file", param="image")
         check_image_size(st.st_size, size_checks=size_checks)
         yield OpenImage(fd, _member_for(fd, st, name))
     finally:
@@ -163,12 +159,20 @@ def bundle_image(
     metadata = check_record(metadata, BundleMetadata, "metadata")
     keys = check_record(keys, BundleKeys, "keys")
     codec = check_optional_record(codec, Codec, "codec") or Codec()
+    progress = check_progress(progress)
     image_path = as_path(image, "image")
     folder = as_path(destination, "destination")
     name = check_plain_name(prefix if prefix is not None else image_path.name, "prefix")
     check_positive(part_size, "part_size")
     check_directory(folder, "destination")
-    refuse_existing(_existing_bundle_files(folder, name), force=force)
+    # The longest name a bundle writes is its manifest's.
+    if problem := name_problem(folder, f"{name}.manifest.xml"):
+        manifest = shorten(f"{name}.manifest.xml")
+        raise UsageError(f"{{param}} is too long: {manifest} {problem}", param="prefix")
+    recover_abandoned(folder)
+    manifest_name = f"{name}.manifest.xml"
+    existing = [folder / n for n in [manifest_name, *bundle_files(folder, name)]]
+    refuse_existing(existing, force=force)
     key = BundleKey.generate(randbytes)
     with open_image(image_path, name, size_checks=size_checks) as source:
         sink = DirectoryPartSink(folder, name, overwrite=force)
@@ -182,15 +186,12 @@ def bundle_image(
                 name=name, metadata=metadata, keys=keys, key=key, image_size=source.size,
                 stream=stream, part_names=part_names,
             )  # fmt: skip
-            if force:
-                _remove_stale_parts(folder, name, keep=set(part_names))
-            part_paths = sink.commit(part_names)
+            # Parts, then the manifest: the bundle appears whole or not at all.
+            part_paths = sink.commit(part_names, manifest=(manifest_name, manifest_bytes))
         except BaseException:
             sink.abort()
             raise
-    manifest_path = folder / f"{name}.manifest.xml"
-    # The manifest comes last: a bundle without one cannot be registered half-made.
-    write_atomically(manifest_path, manifest_bytes, overwrite=force)
+    manifest_path = folder / manifest_name
     return BundleResult(
         manifest_path=manifest_path,
         part_paths=tuple(part_paths),
@@ -204,21 +205,3 @@ def bundle_image(
         ec2_certificate=keys.ec2_certificate,
         seconds=time.monotonic() - started,
     )
-
-
-def _existing_bundle_files(destination: Path, prefix: str) -> list[Path]:
-    """The manifest and part files of a bundle called ``prefix`` in ``destination``."""
-    found = [destination / f"{prefix}.manifest.xml"]
-    for entry in os.scandir(destination):
-        name = entry.name
-        if name.startswith(prefix) and _PART_NAME.fullmatch(name[len(prefix) :]):
-            found.append(destination / name)
-    return sorted(path for path in found if os.path.lexists(path))
-
-
-def _remove_stale_parts(destination: Path, prefix: str, keep: set[str]) -> None:
-    """With ``force``, parts of an earlier bundle of the same name that the new
-    one does not overwrite would linger; remove them."""
-    for path in _existing_bundle_files(destination, prefix):
-        if path.name not in keep and path.name != f"{prefix}.manifest.xml":
-            path.unlink(missing_ok=True)

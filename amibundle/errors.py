@@ -34,6 +34,7 @@ the command line reads its flag (``--user``, ``--force``, ``--no-size-checks``):
     ├── ToolNotFound              an external program is not installed
     ├── ToolError                 an external program failed
     ├── VolumeError               bundle-vol cannot build the image as asked
+    │   └── BootError                 the boot loader cannot be installed as asked
     ├── MetadataUnavailable       the instance metadata service cannot be reached
     ├── DeclinedError             a question was answered no
     ├── PromptTimeout             nobody answered a question in time
@@ -53,6 +54,7 @@ __all__ = [
     "AclsDisabledError",
     "AmibundleError",
     "BackupExistsError",
+    "BootError",
     "BucketNotEmptyError",
     "CertificateError",
     "DeclinedError",
@@ -78,7 +80,20 @@ __all__ = [
     "VolumeError",
     "Spelling",
     "python_spelling",
+    "shorten",
 ]
+
+
+SHOWN_CHARACTERS = 200
+
+
+def shorten(text: str, limit: int = SHOWN_CHARACTERS) -> str:
+    """``text`` for a message: whole when short, else its first ``limit``
+    characters, an ellipsis and the full length. Names and values a user or
+    an attacker chose can be a megabyte long; a message stays one short line."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
 
 
 def python_spelling(template: str, param: str | None) -> str:
@@ -267,6 +282,14 @@ class DeclinedError(AmibundleError):
 
 class PromptTimeout(AmibundleError):
     """Nobody answered a question in time."""
+
+
+# --- the boot loader (bundle-vol) --------------------------------------------------------
+
+
+class BootError(VolumeError):
+    """The boot loader cannot be installed into the image as asked (no GRUB,
+    no kernel in the volume, no room for GRUB's core image)."""
 
 
 # --- classic parity (issue 11) ----------------------------------------------------------

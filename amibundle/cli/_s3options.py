@@ -214,7 +214,10 @@ def _bucket_ref(value: str) -> s3.BucketRef:
     try:
         return s3.parse_bucket(value)
     except AmibundleError as error:
-        raise UsageError(f"invalid value for --bucket: {error}", hint=error.hint) from None
+        spell = lambda param, off: "--bucket"  # noqa: E731 - the one flag here
+        raise UsageError(
+            f"invalid value for --bucket: {error.render(spell)}", hint=error.render_hint(spell)
+        ) from None
 
 
 # -- using the options ------------------------------------------------------------------

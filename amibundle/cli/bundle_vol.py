@@ -28,6 +28,7 @@ from amibundle.cli.bundle_image import (
     report,
 )
 from amibundle.errors import UsageError
+from amibundle.volume.boot import BootMode
 from amibundle.volume.bundle import DEFAULT_SIZE_MIB, VolumeBundleResult, bundle_volume
 from amibundle.volume.plan import EXT_TYPES, Builder, PartitionTable
 
@@ -50,9 +51,18 @@ are copied. The image gets empty mnt proc sys dev and the nodes dev/null, zero,
 tty and console.
 
 Builders (--builder, chosen automatically): "loop" (root and a loop device: mkfs,
-mount, copy; any of ext2/3/4, xfs, btrfs; installs GRUB into partitioned images)
-and "rootless" (no root, no mount: mke2fs -d from a hard-linked staging view of
-the volume, then debugfs for device nodes and owners; ext2/3/4).
+mount, copy; any of ext2/3/4, xfs, btrfs) and "rootless" (no root, no mount:
+mke2fs -d from a hard-linked staging view of the volume, then debugfs for device
+nodes and owners; ext2/3/4).
+
+Partitioned images get GRUB 2 (unless --no-bootloader) from either builder,
+written into the image file without loop devices: for --boot-mode legacy-bios
+(the default) the MBR and the core image (after the MBR, or in the GPT's BIOS
+boot partition); for --boot-mode uefi (GPT) BOOTX64.EFI in an EFI system
+partition. GRUB's modules are the volume's own (usr/lib/grub) when it has them,
+else this machine's (grub-pc-bin / grub-efi-amd64-bin); /boot/grub/grub.cfg
+boots the volume's newest /boot/vmlinuz-* with the root found by UUID (PARTUUID
+without an initrd).
 
 The image is -s MiB (default {DEFAULT_SIZE_MIB}, sparse) or "--size auto" (the data plus
 headroom); the data is checked to fit before copying. File system type, label and
@@ -245,6 +255,14 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         help="do not install GRUB into a partitioned image",
     )
     parser.add_argument(
+        "--boot-mode",
+        metavar="MODE",
+        type=choice_prefix([mode.value for mode in BootMode]),
+        default=BootMode.LEGACY_BIOS.value,
+        help="legacy-bios (default) or uefi (a GPT image with an EFI system partition); "
+        "EC2's BootMode for registering the image",
+    )
+    parser.add_argument(
         "--keep-partial", action="store_true", help="keep the image file after a failure"
     )
     add_output_options(parser)
@@ -319,6 +337,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             fs_type=args.fs_type,
             label=args.label,
             bootloader=not args.no_bootloader,
+            boot_mode=args.boot_mode,
             keep_partial=args.keep_partial,
             size_checks=not args.no_size_checks,
             force=args.force,

@@ -121,11 +121,12 @@ def encode_header(info: MemberInfo) -> bytes:
     header[482] = 1 if rest else 0
     header[483:495] = _number_field(info.size, 12)
     blocks.append(_seal(header))
-    while rest:
-        chunk, rest = rest[:_SPARSES_IN_EXTENSION], rest[_SPARSES_IN_EXTENSION:]
+    # Index steps, not list slices: a map of millions of entries stays linear.
+    for start in range(0, len(rest), _SPARSES_IN_EXTENSION):
+        chunk = rest[start : start + _SPARSES_IN_EXTENSION]
         extension = bytearray(BLOCK_SIZE)
         extension[0 : 24 * len(chunk)] = _sparse_fields(chunk)
-        extension[504] = 1 if rest else 0
+        extension[504] = 1 if start + _SPARSES_IN_EXTENSION < len(rest) else 0
         blocks.append(bytes(extension))
     return b"".join(blocks)
 
