@@ -326,6 +326,8 @@ class BucketNotEmptyError(S3Error):
     """The bundle was deleted, but the bucket was kept (as asked to remove it):
     it holds other objects. ``deleted`` names the keys that were deleted."""
 
-    def __init__(self, message: str, *, deleted: Sequence[str], hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, deleted: Sequence[str] = (), hint: str | None = None
+    ) -> None:
         super().__init__(message, hint=hint, param="clear")
         self.deleted = tuple(deleted)
