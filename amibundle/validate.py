@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from amibundle.errors import AmibundleError, UsageError
+from amibundle.errors import AmibundleError, ImageSizeError, UsageError
 from amibundle.format.manifest import DeviceMapping
 from amibundle.format.names import plain_name_problem
 from amibundle.progress import Progress
@@ -42,6 +42,9 @@ __all__ = [
 ]
 
 MAX_IMAGE_SIZE = 10 * 1024**3  # EC2's limit for instance-store images
+# What an AWS access key id looks like (long-term AKIA..., temporary ASIA...):
+# only such text gets the "not an account number" hint.
+_ACCESS_KEY_ID = re.compile(r"(?:AKIA|ASIA)[A-Z0-9]{0,124}", re.IGNORECASE)
 _T = TypeVar("_T")
 
 
@@ -99,7 +102,7 @@ def normalize_account_id(user: object) -> str:
     digits = user.replace("-", "") if isinstance(user, str) else None
     if digits is None or not re.fullmatch(r"[0-9]{12}", digits):
         hint = None
-        if isinstance(user, str) and user.upper().startswith(("AKIA", "ASIA")):
+        if isinstance(user, str) and _ACCESS_KEY_ID.fullmatch(user.strip()):
             hint = "an access key id (AKIA...) is not an account number"
         raise UsageError(
             f"{{param}} {user!r} is not a 12-digit AWS account number "
@@ -216,9 +219,9 @@ def check_image_size(size: int, *, size_checks: bool) -> None:
     if not size_checks:
         return
     if size == 0:
-        raise UsageError("the image is empty (zero bytes)")
+        raise ImageSizeError("the image is empty (zero bytes)")
     if size > MAX_IMAGE_SIZE:
-        raise UsageError(
+        raise ImageSizeError(
             f"the image is {size} bytes, larger than EC2's 10 GiB limit for instance-store images",
             hint="{off} lifts the limit, for other clouds",
             param="size_checks",

@@ -37,6 +37,8 @@ __all__ = [
     "ec2_bundle_vol",
     "ec2_delete_bundle",
     "ec2_download_bundle",
+    "ec2_migrate_bundle",
+    "ec2_migrate_manifest",
     "ec2_unbundle",
     "ec2_upload_bundle",
     "entry",
@@ -56,6 +58,8 @@ COMMANDS: dict[str, str] = {
     "upload": "upload",
     "download": "download",
     "delete": "delete",
+    "migrate-manifest": "migrate_manifest",
+    "migrate-bundle": "migrate_bundle",
 }
 CLASSIC_TOOLS: dict[str, str] = {
     "ec2-bundle-image": "bundle_image",
@@ -64,6 +68,8 @@ CLASSIC_TOOLS: dict[str, str] = {
     "ec2-upload-bundle": "upload",
     "ec2-download-bundle": "download",
     "ec2-delete-bundle": "delete",
+    "ec2-migrate-manifest": "migrate_manifest",
+    "ec2-migrate-bundle": "migrate_bundle",
 }
 
 
@@ -229,6 +235,14 @@ def ec2_download_bundle() -> NoReturn:
 
 def ec2_delete_bundle() -> NoReturn:
     exit_now(classic_main("ec2-delete-bundle"))
+
+
+def ec2_migrate_manifest() -> NoReturn:
+    sys.exit(classic_main("ec2-migrate-manifest"))
+
+
+def ec2_migrate_bundle() -> NoReturn:
+    sys.exit(classic_main("ec2-migrate-bundle"))
 
 
 def ec2_ami_tools_version() -> NoReturn:

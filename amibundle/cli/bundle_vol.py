@@ -7,18 +7,23 @@ import os
 import sys
 from pathlib import Path
 
-from amibundle.cli._common import command_parser, human_size, print_json
-from amibundle.cli._options import OptionParser, Style, add_check, add_common_options, exclusive
+from amibundle.cli._common import Announcements, command_parser, human_size, print_json
+from amibundle.cli._options import (
+    CLASSIC_COMMON_LONGS,
+    OptionParser,
+    Style,
+    add_check,
+    add_common_options,
+    exclusive,
+)
 from amibundle.cli._progress import TqdmProgress
 from amibundle.cli._values import choice_prefix, comma_list, existing_dir, existing_file, integer
 from amibundle.cli.bundle_image import (
     add_key_options,
     add_manifest_options,
     add_output_options,
-    choose_architecture,
+    checked_metadata,
     codec_of,
-    keys_of,
-    metadata_of,
     note_missing_mappings,
     report,
 )
@@ -27,7 +32,7 @@ from amibundle.volume.boot import BootMode
 from amibundle.volume.bundle import DEFAULT_SIZE_MIB, VolumeBundleResult, bundle_volume
 from amibundle.volume.plan import EXT_TYPES, Builder, PartitionTable
 
-__all__ = ["DESCRIPTION", "MANUAL", "build_parser", "run"]
+__all__ = ["CLASSIC_LONGS", "DESCRIPTION", "MANUAL", "build_parser", "run"]
 
 DESCRIPTION = (
     "Make an image file from a volume (normally /) and bundle it, as root with a loop "
@@ -71,6 +76,38 @@ Examples:
   amibundle bundle-vol -v ./rootfs --size auto --fs-type ext4 --generate-fstab=modern \\
       --no-inherit -c cert.pem -k pk.pem -u 123456789012 -r x86_64 -d out/
 """
+
+
+# The classic tool's long options (classic-cli.md §1.3, §3.2).
+CLASSIC_LONGS = (
+    *CLASSIC_COMMON_LONGS,
+    "--cert",
+    "--privatekey",
+    "--user",
+    "--destination",
+    "--ec2cert",
+    "--arch",
+    "--productcodes",
+    "--no-size-checks",
+    "--kernel",
+    "--ramdisk",
+    "--block-device-mapping",
+    "--all",
+    "--exclude",
+    "--include",
+    "--no-filter",
+    "--prefix",
+    "--clone-only",
+    "--size",
+    "--inherit",
+    "--no-inherit",
+    "--volume",
+    "--fstab",
+    "--generate-fstab",
+    "--grub-config",
+    "--partition",
+    "--script",
+)
 
 
 def size_value(value: str) -> int | None:
@@ -230,6 +267,8 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     )
     add_output_options(parser)
     add_common_options(parser)
+    if style is Style.CLASSIC:
+        parser.keep_classic_abbreviations(CLASSIC_LONGS)
     exclusive(parser, "--fstab", "--generate-fstab")
     add_check(parser, _check_combinations)
     return parser
@@ -259,20 +298,24 @@ def fstab_variant(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace, style: Style) -> int | None:
     classic = style is Style.CLASSIC
     metadata = keys = codec = None
+    notes = Announcements()
     if not args.clone_only:
         # Everything bundling needs is checked before the long copy starts
         # (the classic found a bad key only after cloning the whole volume).
-        metadata = metadata_of(args, choose_architecture(args))
-        keys = keys_of(args)
-        note_missing_mappings(args.block_device_mapping)
-        codec = codec_of(args)
+        metadata, keys = checked_metadata(args)
+        note_missing_mappings(args.block_device_mapping, notes)
+        codec = codec_of(args, notes)
     quiet = args.json
 
-    def say(line: str) -> None:
+    def print_line(line: str) -> None:
         if not quiet:
             print(line, flush=True)
 
-    with TqdmProgress(quiet=args.quiet or args.json) as progress:
+    # The notes wait for the library's first step: it checks its own inputs
+    # (size, paths, outputs) before that.
+    say = notes.notify(print_line)
+    with TqdmProgress(quiet=args.quiet or args.json) as bars:
+        progress = notes.progress(bars)
         result = bundle_volume(
             args.volume,
             metadata=metadata,

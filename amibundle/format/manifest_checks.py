@@ -213,8 +213,9 @@ def record_problems(manifest: Manifest, *, need_signature: bool) -> list[Problem
     elif need_signature:
         check("signature", "the manifest has no signature (sign signed_sections() first)")
     if manifest.bundler is not None:
+        # Other tools leave bundler fields empty ("" is written as an empty element).
         problems += _optional_text_problems(
-            (f"bundler/{field}", getattr(manifest.bundler, field))
+            (f"bundler/{field}", getattr(manifest.bundler, field) or None)
             for field in ("name", "version", "release")
         )
     problems += _optional_text_problems(

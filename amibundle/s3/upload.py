@@ -22,7 +22,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from amibundle.errors import IntegrityError, StorageError, UsageError
+from amibundle.errors import IntegrityError, UploadSourceError, UsageError
 from amibundle.files import open_input
 from amibundle.format import manifest as mf
 from amibundle.progress import BatchedProgress, NullProgress, Progress, Stage
@@ -91,11 +91,11 @@ def _local_parts(manifest: mf.Manifest, directory: Path) -> list[_LocalPart]:
         try:
             st = path.stat()
         except FileNotFoundError:
-            raise StorageError(f"part {part.filename} is missing from {directory}") from None
+            raise UploadSourceError(f"part {part.filename} is missing from {directory}") from None
         except OSError as err:
-            raise StorageError(f"cannot read part {path}: {err.strerror}") from None
+            raise UploadSourceError(f"cannot read part {path}: {err.strerror}") from None
         if not stat.S_ISREG(st.st_mode):
-            raise StorageError(f"part {path} is not a regular file")
+            raise UploadSourceError(f"part {path} is not a regular file")
         found.append(_LocalPart(part.index, part.filename, path, st.st_size, part.digest))
     return found
 
@@ -167,7 +167,7 @@ def _upload_part(up: _Upload, part: _LocalPart) -> bool:
                     raise body.failure from None
                 raise
     except OSError as err:
-        raise StorageError(f"cannot read part {part.path}: {err.strerror}") from None
+        raise UploadSourceError(f"cannot read part {part.path}: {err.strerror}") from None
     return True
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from amibundle import tools
 from amibundle.bundling import BundleResult, bundle_image
-from amibundle.errors import MetadataUnavailable, ToolError, UsageError
+from amibundle.errors import ImageSizeError, MetadataUnavailable, ToolError, UsageError
 from amibundle.files import WORK_PREFIX, check_directory, open_input, refuse_existing
 from amibundle.format.manifest import DEFAULT_PART_SIZE
 from amibundle.identity import BundleKeys
@@ -296,7 +296,7 @@ def _check_size(size_mib: int | None, *, size_checks: bool) -> None:
             f"{{param}} must be at least 1 MiB (or auto), not {size_mib!r}", param="size_mib"
         )
     if size_checks and size_mib * MiB > MAX_IMAGE_SIZE:
-        raise UsageError(
+        raise ImageSizeError(
             f"an image of {size_mib} MiB is larger than EC2's 10240 MiB limit for "
             "instance-store images",
             hint="{off} lifts the limit, for other clouds",
