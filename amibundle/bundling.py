@@ -97,7 +97,7 @@ def _member_for(fd: int, st: os.stat_result, name: str) -> MemberInfo:
         size=st.st_size,
         mode=stat.S_IMODE(st.st_mode),
         mtime=int(st.st_mtime),
-        extents=None if dense else tuple(extents),
+        extents=None if dense else extents,
     )
 
 
