@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from amibundle.errors import OutputExistsError, StorageError, UsageError
+from amibundle.errors import OutputExistsError, StorageError, UsageError, shorten
 
 __all__ = [
     "WORK_PREFIX",
@@ -58,17 +58,26 @@ def open_input(path: Path, what: str) -> int:
     file belongs is a clear :class:`StorageError` at once instead of a read
     that waits forever. ``OSError`` of the open itself (a missing file, no
     permission) is raised as is, for the caller to word."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
-            raise StorageError(f"{what} {path} is {kind}, not a regular file")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        # A socket (or a device with no driver) cannot even be opened: name it.
+        with contextlib.suppress(OSError):
+            _refuse_other_kinds(path, what, path.stat().st_mode)
+        raise
+    try:
+        _refuse_other_kinds(path, what, os.fstat(fd).st_mode)
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _refuse_other_kinds(path: Path, what: str, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise StorageError(f"{what} {path} is {kind}, not a regular file")
 
 
 def read_input(path: Path, what: str, *, limit: int) -> bytes:
@@ -94,10 +103,11 @@ def name_problem(folder: Path, name: str) -> str | None:
     anything is created, so a hostile name is an error, not a half-made file."""
     name_max, path_max = _limits(os.fspath(folder))
     size = len(os.fsencode(name))
+    where = shorten(str(folder))
     if size > name_max:
-        return f"is {size} bytes long; file names in {folder} can have at most {name_max}"
+        return f"is {size} bytes long; file names in {where} can have at most {name_max}"
     if len(os.fsencode((folder / name).absolute())) >= path_max:
-        return f"makes a path longer than the {path_max} bytes {folder} allows"
+        return f"makes a path longer than the {path_max} bytes {where} allows"
     return None
 
 

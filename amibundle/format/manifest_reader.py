@@ -23,7 +23,7 @@ import re
 
 from lxml import etree
 
-from amibundle.errors import ManifestError
+from amibundle.errors import ManifestError, shorten
 from amibundle.format.manifest import (
     CIPHER_ALGORITHM,
     DIGEST_ALGORITHM,
@@ -98,7 +98,7 @@ def _parse_tree(raw: bytes) -> etree._Element:
         root = etree.fromstring(raw, _hardened_parser())
     except etree.XMLSyntaxError as err:
         first_line = (str(err).splitlines() or ["syntax error"])[0]
-        raise ManifestError(f"manifest is not well-formed XML: {first_line}") from None
+        raise ManifestError(f"manifest is not well-formed XML: {shorten(first_line)}") from None
     tree = root.getroottree()
     encoding = (tree.docinfo.encoding or "utf-8").lower()
     if encoding not in _ACCEPTED_ENCODINGS:
@@ -112,7 +112,7 @@ def _parse_tree(raw: bytes) -> etree._Element:
     if next(strays, None) is not None or outside:
         raise ManifestError("manifest has a comment, processing instruction or entity; refusing it")
     if root.tag != "manifest":
-        raise ManifestError(f"not a bundle manifest: the root element is <{root.tag}>")
+        raise ManifestError(f"not a bundle manifest: the root element is <{shorten(root.tag)}>")
     return root
 
 

@@ -344,7 +344,8 @@ class SingleMemberReader:
         major, minor = meta.last("GNU.sparse.major"), meta.last("GNU.sparse.minor")
         if major is not None or minor is not None:
             if (major, minor) != ("1", "0"):
-                raise TarFormatError(f"unsupported GNU sparse format {major}.{minor}")
+                version = shorten(repr(f"{major}.{minor}"))
+                raise TarFormatError(f"unsupported GNU sparse format {version}")
             real = meta.last("GNU.sparse.realsize") or meta.last("GNU.sparse.size")
             if real is None:
                 raise TarFormatError("GNU sparse 1.0 member without GNU.sparse.realsize")
