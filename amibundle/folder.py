@@ -30,13 +30,13 @@ import logging
 import os
 import re
 import shutil
-import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from amibundle import interrupts
 from amibundle.errors import OutputExistsError, StorageError
 from amibundle.files import WORK_PREFIX, process_is_gone, work_prefix
 from amibundle.parts import PartRecord
@@ -125,7 +125,7 @@ class DirectoryPartSink:
             raise OutputExistsError(clash[0])
         if manifest is not None:
             _write_new(self._work / _MANIFEST, manifest[1])
-        with _signals_held(), _Journal(self._work / _JOURNAL) as journal:
+        with interrupts.held(), _Journal(self._work / _JOURNAL) as journal:
             try:
                 if self.overwrite:
                     self._move_aside(journal, [manifest[0]] if manifest else [])
@@ -286,18 +286,3 @@ def remove_tree_or_file(path: Path) -> None:
         shutil.rmtree(path, onerror=allow_and_retry)
     else:
         path.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Holds SIGINT and SIGTERM back for a few renames (main thread only;
-    elsewhere signals are not delivered to this thread anyway)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

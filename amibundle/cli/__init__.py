@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from types import FrameType, ModuleType
 from typing import NoReturn
 
-from amibundle import __version__
+from amibundle import __version__, interrupts
 from amibundle.cli._common import version_text
 from amibundle.cli._errors import EXIT_CODES, run_cli
 from amibundle.cli._options import Style
@@ -108,10 +108,13 @@ def _setup_logging(debug: bool) -> None:
     logger.propagate = False
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
     """The first SIGINT or SIGTERM unwinds like Ctrl-C, so every cleanup runs
     (temporary files, parts, objects in a bucket). Later ones are only noted:
-    a second Ctrl-C must not cut the cleanup of the first short."""
+    a second Ctrl-C must not cut the cleanup of the first short. During the
+    few steps that must finish once begun, the interrupt waits for them."""
+    if interrupts.defer():
+        return
     for number in _STOP_SIGNALS:
         signal.signal(number, _already_stopping)
     raise KeyboardInterrupt
