@@ -46,6 +46,7 @@ the command line reads its flag (``--user``, ``--force``, ``--no-size-checks``):
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -87,10 +88,15 @@ __all__ = [
 SHOWN_CHARACTERS = 200
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def shorten(text: str, limit: int = SHOWN_CHARACTERS) -> str:
-    """``text`` for a message: whole when short, else its first ``limit``
-    characters, an ellipsis and the full length. Names and values a user or
-    an attacker chose can be a megabyte long; a message stays one short line."""
+    """``text`` for a message: control characters escaped (a message stays
+    one line), whole when short, else its first ``limit`` characters, an
+    ellipsis and the full length. Names and values a user or an attacker
+    chose can be a megabyte long."""
+    text = _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text)} characters)"

@@ -344,7 +344,7 @@ class SingleMemberReader:
         major, minor = meta.last("GNU.sparse.major"), meta.last("GNU.sparse.minor")
         if major is not None or minor is not None:
             if (major, minor) != ("1", "0"):
-                version = shorten(repr(f"{major}.{minor}"))
+                version = shorten(f"{major}.{minor}")
                 raise TarFormatError(f"unsupported GNU sparse format {version}")
             real = meta.last("GNU.sparse.realsize") or meta.last("GNU.sparse.size")
             if real is None:
