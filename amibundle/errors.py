@@ -34,6 +34,7 @@ the command line reads its flag (``--user``, ``--force``, ``--no-size-checks``):
     ├── VolumeError               bundle-vol cannot build the image as asked
     │   └── BootError                 the boot loader cannot be installed as asked
     ├── MetadataUnavailable       the instance metadata service cannot be reached
+    ├── EbsError                  EBS refused or could not be reached; a snapshot failed
     ├── DeclinedError             a question was answered no
     └── PromptTimeout             nobody answered a question in time
 """
@@ -50,6 +51,7 @@ __all__ = [
     "BootError",
     "CertificateError",
     "DeclinedError",
+    "EbsError",
     "IntegrityError",
     "KeyMismatchError",
     "LocationMismatchError",
@@ -278,3 +280,11 @@ class PromptTimeout(AmibundleError):
 class BootError(VolumeError):
     """The boot loader cannot be installed into the image as asked (no GRUB,
     no kernel in the volume, no room for GRUB's core image)."""
+
+
+# --- EBS (to-ebs) ---------------------------------------------------------------------------
+
+
+class EbsError(AmibundleError):
+    """The EBS direct APIs (or EC2's snapshot calls) refused a request or could
+    not be reached, or a snapshot ended in the ``error`` state."""
