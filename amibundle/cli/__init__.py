@@ -56,6 +56,7 @@ COMMANDS: dict[str, str] = {
     "upload": "upload",
     "download": "download",
     "delete": "delete",
+    "to-ebs": "to_ebs",
 }
 CLASSIC_TOOLS: dict[str, str] = {
     "ec2-bundle-image": "bundle_image",

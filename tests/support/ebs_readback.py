@@ -83,10 +83,8 @@ def image_blocks(image: Path, *, shift: int = 0) -> dict[int, bytes]:
     fd = os.open(image, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
-        indexes = sorted(
-            {i for start, end in _data_ranges(fd, size) for i in range(start // BLOCK, -(-end // BLOCK))}
-        )
-        for index in indexes:
+        ranges = _data_ranges(fd, size)
+        for index in sorted({i for a, b in ranges for i in range(a // BLOCK, -(-b // BLOCK))}):
             data = os.pread(fd, BLOCK, index * BLOCK).ljust(BLOCK, b"\0")
             if data.count(0) != BLOCK:
                 found[index + shift // BLOCK] = data
