@@ -79,7 +79,9 @@ __all__ = [
     "parts_to_snapshot",
 ]
 
-RETRY = RetryPolicy()  # a module value, so a test can make the backoff instant
+# Module values, so that a test can make the backoff and the polling instant.
+RETRY = RetryPolicy()
+WAIT_POLL = 2.0  # seconds before the first DescribeSnapshots of --wait (then 1.5x, up to 15)
 _READ_BUFFER = 1 << 20
 
 
@@ -345,7 +347,7 @@ def _write_snapshot(
         filled = _fill(session, conn, source, plan, early_root, work, progress or NullProgress())
         session.complete(filled.blocks)
     if wait:
-        session.wait()
+        session.wait(poll=WAIT_POLL)
     assert session.snapshot_id is not None
     return SnapshotResult(
         snapshot_id=session.snapshot_id,

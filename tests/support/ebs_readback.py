@@ -30,7 +30,14 @@ class Snapshot:
     blocks: dict[int, bytes]  # every listed block, by index
 
 
-def read_back(ebs: Any, snapshot_id: str, disk: Path | None = None) -> Snapshot:
+def read_back(ebs: Any, snapshot_id: str, disk: Path | None = None, *, ec2: Any = None) -> Snapshot:
+    """The snapshot's blocks (and, with ``disk``, a sparse file of its volume). With ``ec2``
+    it is first looked at with DescribeSnapshots until ``completed`` (EBS lists and reads
+    only completed snapshots)."""
+    for _ in range(10 if ec2 is not None else 0):
+        shown = ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]["State"]
+        if shown == "completed":
+            break
     blocks: dict[int, bytes] = {}
     token: str | None = None
     volume_gib = 0
