@@ -206,7 +206,13 @@ def boot_files(image: Path) -> list[str]:
 def probe_root(image: Path) -> RootFs:
     """The UUID, type and kernel of the file system in ``image``."""
     uuid, fs_type = read_superblock(image)
-    kernel = boot.choose_kernel(boot_files(image), "the image")
+    try:
+        kernel = boot.choose_kernel(boot_files(image), "the image")
+    except BootError:
+        raise BootError(
+            "the image has no kernel (/boot/vmlinuz-VERSION) for the boot loader to start",
+            hint="--make-bootable is for an image that carries its own kernel in /boot",
+        ) from None
     return RootFs(uuid, fs_type, kernel)
 
 
