@@ -85,9 +85,10 @@ _CREDENTIALS_HINT = (
 
 class EbsConnection:
     """The clients of one command, and what they were made from: ``ebs`` for
-    the blocks; ``ec2`` for snapshot states and ``ec2_quick`` (one try, short
-    timeouts: the deletion after Ctrl-C must not hold the exit up), both made
-    on first use (EC2's model takes a quarter of a second to load)."""
+    the blocks, ``ec2`` for snapshot states (made on first use: EC2's model
+    takes a quarter of a second to load), and ``ebs_quick``/``ec2_quick`` (one
+    try, short timeouts) for the clean-up after Ctrl-C, which must not hold
+    the exit up."""
 
     def __init__(
         self, session: Any, region: str, settings: S3Settings, ec2_endpoint_url: str | None
@@ -96,6 +97,7 @@ class EbsConnection:
         self.region = region
         self.settings = settings
         self._ec2_endpoint_url = ec2_endpoint_url
+        self._ebs_endpoint_url: str | None = None
         self._clients: dict[str, Any] = {}
 
     def _client(self, name: str, service: str, url: str | None, config: Any) -> Any:
@@ -109,6 +111,7 @@ class EbsConnection:
         return self._clients[name]
 
     def open_ebs(self, endpoint_url: str | None) -> Any:
+        self._ebs_endpoint_url = endpoint_url
         config = _config(
             self.settings.attempts, self.settings.jobs + 4, CONNECT_TIMEOUT, READ_TIMEOUT
         )
@@ -117,6 +120,11 @@ class EbsConnection:
     @property
     def ebs(self) -> Any:
         return self._clients["ebs"]
+
+    @property
+    def ebs_quick(self) -> Any:
+        config = _config(1, 2, QUICK_TIMEOUT, QUICK_TIMEOUT)
+        return self._client("ebs_quick", "ebs", self._ebs_endpoint_url, config)
 
     @property
     def ec2(self) -> Any:

@@ -221,9 +221,11 @@ class SnapshotSession:
         self.client_token = spec.client_token or f"amibundle-{uuid.uuid4()}"
         self.snapshot_id: str | None = None
         self.state = "not started"
+        self._start_sent = False
 
     def start(self) -> str:
         request = self._spec.start_request(self.volume_gib, self.client_token)
+        self._start_sent = True
         with ebs_errors(f"start a snapshot of {self.volume_gib} GiB", self._conn):
             answer = self._conn.ebs.start_snapshot(**request)
         block_size = int(answer.get("BlockSize") or BLOCK_SIZE)
@@ -285,7 +287,14 @@ class SnapshotSession:
 
     def abandon(self) -> None:
         """Deletes the pending snapshot after a failure; never completes it.
-        One quick try, so that Ctrl-C still ends the command at once."""
+        One quick try, so that Ctrl-C still ends the command at once. When the
+        start was sent but its answer never came (Ctrl-C during the request),
+        the same client token asks EBS which snapshot it made."""
+        if self.snapshot_id is None and self._start_sent:
+            request = self._spec.start_request(self.volume_gib, self.client_token)
+            with contextlib.suppress(EbsError), ebs_errors("ask again", self._conn):
+                answer = self._conn.ebs_quick.start_snapshot(**request)
+                self.snapshot_id = str(answer["SnapshotId"])
         if self.snapshot_id is None:
             return
         try:
