@@ -24,6 +24,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -163,12 +164,24 @@ def _config(attempts: int, pool: int, connect_timeout: float, read_timeout: floa
     )
 
 
+def _check_endpoint(url: object, param: str) -> None:
+    """An ``http(s)://host[:port]`` URL (the EC2 one is used late, on a failure:
+    it is checked before anything starts)."""
+    if url is None:
+        return
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"{{param}} {url!r} is not an http(s)://HOST[:PORT] URL", param=param)
+
+
 def connect(
     settings: S3Settings, *, endpoint_url: str | None = None, ec2_endpoint_url: str | None = None
 ) -> EbsConnection:
     """The clients for ``settings``, with room for ``settings.jobs`` block
     writes at once. ``endpoint_url`` (EBS) and ``ec2_endpoint_url`` override
     boto3's configured endpoints."""
+    for url, param in ((endpoint_url, "ebs_url"), (ec2_endpoint_url, "ec2_url")):
+        _check_endpoint(url, param)
     # boto3 takes a tenth of a second to import: only commands that talk to AWS pay it.
     import boto3
 

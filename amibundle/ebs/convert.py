@@ -346,7 +346,7 @@ def _write_snapshot(
         session.start()
         filled = _fill(session, conn, source, plan, early_root, work, progress or NullProgress())
         session.complete(filled.blocks)
-    if wait:
+    if wait and not session.interrupted:
         session.wait(poll=WAIT_POLL)
     assert session.snapshot_id is not None
     return SnapshotResult(

@@ -221,6 +221,7 @@ class SnapshotSession:
         self.client_token = spec.client_token or f"amibundle-{uuid.uuid4()}"
         self.snapshot_id: str | None = None
         self.state = "not started"
+        self.interrupted = False  # a signal came once the snapshot was completed
         self._start_sent = False
 
     def start(self) -> str:
@@ -256,15 +257,26 @@ class SnapshotSession:
         return ebs_failure(f"write a block of {self.snapshot_id}", err, self._conn)
 
     def complete(self, written: WrittenBlocks) -> str:
+        """CompleteSnapshot. A Ctrl-C held back while it was sent is taken
+        once it is accepted as what it then is: too late to stop anything
+        (``interrupted`` says so; the caller then does not wait)."""
         what = f"complete {self.snapshot_id} ({written.count} blocks)"
-        with _signals_held(), ebs_errors(what, self._conn):
-            answer = self._conn.ebs.complete_snapshot(
-                SnapshotId=self.snapshot_id,
-                ChangedBlocksCount=written.count,
-                Checksum=written.checksum,
-                ChecksumAlgorithm="SHA256",
-                ChecksumAggregationMethod="LINEAR",
-            )
+        answer: dict[str, Any] | None = None
+        try:
+            with _signals_held(), ebs_errors(what, self._conn):
+                answer = self._conn.ebs.complete_snapshot(
+                    SnapshotId=self.snapshot_id,
+                    ChangedBlocksCount=written.count,
+                    Checksum=written.checksum,
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumAggregationMethod="LINEAR",
+                )
+        except KeyboardInterrupt:
+            if answer is None:
+                raise
+            log.warning("interrupted after %s was completed: not waiting", self.snapshot_id)
+            self.interrupted = True
+        assert answer is not None
         self.state = str(answer.get("Status") or "pending")
         return self.state
 

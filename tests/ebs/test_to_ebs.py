@@ -223,12 +223,15 @@ def test_a_client_token_is_made_per_run() -> None:
     assert SnapshotSpec().client_token is None  # the session makes one
 
 
-def test_a_volume_too_small_is_refused_before_any_request(
+def test_a_volume_too_small_or_a_bad_endpoint_is_refused_before_any_request(
     env: Proxy, aws: AwsStandIn, tmp_path: Path, user_id: Identity
 ) -> None:
     image = write_image(tmp_path / "two.img", GIB + 1, [(GIB, b"x")])
     with pytest.raises(UsageError, match=r"size_gib= 1 GiB is too small: the disk needs 2 GiB"):
         image_to_snapshot(image, snapshot=SnapshotSpec(size_gib=1))
+    # EC2's endpoint is used only on a failure or to wait: it is checked at once all the same.
+    with pytest.raises(UsageError, match=r"ec2_url= 'ec2\.local' is not an http\(s\)://HOST"):
+        image_to_snapshot(image, ec2_url="ec2.local")
     assert env.requests == []
 
 
