@@ -13,8 +13,9 @@ minimal server making the same checks for the cost of hashing (what the client c
 alone: the stand-in's Python takes ~4.5 ms of CPU a block from the same two cores). Each
 server runs in a process of its own. Reported per command: wall time (best of the rounds,
 and every round), CPU, the peak RSS of the command's own process, and the CPU the server
-spent. The machine's load average is printed before and after each round: other users'
-work shows in the spread of the rounds.
+spent. Other users' work is measured too: the CPU the rest of the machine used during each
+command (/proc/stat's busy time less the command's and the server's), in cores; it shows in
+the spread of the rounds.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Run:
     peak_rss: int  # bytes, the command's largest process
     server_cpu: float = 0.0  # the stand-in's user + system seconds during the run
     load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average before and after
+    others: float = 0.0  # CPU seconds the rest of the machine used meanwhile
 
 
 def serve() -> None:
@@ -79,6 +81,13 @@ def server_process(argv: list[str]) -> Iterator[tuple[int, str]]:
         process.wait(30)
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy since boot (all cores)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -89,6 +98,7 @@ def measure(
 ) -> tuple[Run, str]:
     load = os.getloadavg()[0]
     server_before = process_cpu(server) if server else 0.0
+    busy = machine_busy()
     started = time.monotonic()
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)
     out = process.stdout.read().decode() if process.stdout else ""
@@ -98,7 +108,8 @@ def measure(
         raise SystemExit(f"benchmark command failed: {' '.join(argv)}")
     server_cpu = process_cpu(server) - server_before if server else 0.0
     cpu = usage.ru_utime + usage.ru_stime
-    run = Run(wall, cpu, usage.ru_maxrss * 1024, server_cpu, (load, os.getloadavg()[0]))
+    others = max(0.0, machine_busy() - busy - cpu - server_cpu)
+    run = Run(wall, cpu, usage.ru_maxrss * 1024, server_cpu, (load, os.getloadavg()[0]), others)
     return run, out
 
 
@@ -199,7 +210,7 @@ def count_blocks(snapshot_id: str) -> int:
 def row(label: str, runs: list[Run], server: bool) -> str:
     best = min(runs, key=lambda r: r.wall)
     walls = ", ".join(f"{r.wall:.2f}" for r in runs)
-    loads = ", ".join(f"{r.load[0]:.1f}→{r.load[1]:.1f}" for r in runs)
+    loads = ", ".join(f"{r.others / r.wall:.2f}" for r in runs)
     served = f"{best.server_cpu:.2f} s" if server else "–"
     return (
         f"| {label} | {best.wall:.2f} s | {walls} | {best.cpu:.2f} s "
@@ -259,12 +270,14 @@ def main() -> int:
                 f"{run.wall:.2f} s into the stand-in ({report['blocks_written']} blocks written, "
                 f"{listed} listed, {expected} expected; its CPU {run.server_cpu:.2f} s), "
                 f"{sink_run.wall:.2f} s into the sink (its CPU {sink_run.server_cpu:.2f} s); "
-                f"load {unbundles[-1].load[0]:.1f}→{sink_run.load[1]:.1f}"
+                f"load {unbundles[-1].load[0]:.1f}→{sink_run.load[1]:.1f}; other processes used "
+                + ", ".join(f"{r.others / r.wall:.2f}" for r in (unbundles[-1], run, sink_run))
+                + " cores during the three"
             )
     best = min(r.wall for r in unbundles)
     peak = max(r.peak_rss for r in to_ebs + to_sink)
     print()
-    print("| command | best wall | every round (s) | CPU | peak RSS | server CPU | load |")
+    print("| command | best wall | every round (s) | CPU | peak RSS | server CPU | others' cores |")
     print("|---|---|---|---|---|---|---|")
     print(row("amibundle unbundle", unbundles, False))
     print(row("amibundle to-ebs, into the strict stand-in (moto)", to_ebs, True))
