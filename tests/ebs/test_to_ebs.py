@@ -366,6 +366,34 @@ def test_the_ebs_endpoint_follows_boto3_configuration_and_the_flag_wins(
     assert set(snapshots(aws)) == {first.snapshot_id, second.snapshot_id}
 
 
+def test_a_profile_can_name_the_ebs_endpoint(
+    env: Proxy, aws: AwsStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """boto3's configuration file: a profile whose services section names EBS's endpoint
+    (and its own keys: a named profile does not take them from the environment)."""
+    config = tmp_path / "config"
+    config.write_text(
+        "[profile standin]\n"
+        f"region = {aws.region}\n"
+        f"aws_access_key_id = {aws.access_key}\n"
+        f"aws_secret_access_key = {aws.secret_key}\n"
+        "services = standin-endpoints\n\n"
+        "[services standin-endpoints]\n"
+        f"ebs =\n  endpoint_url = {env.endpoint_url}\n"
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    for name in ("AWS_ENDPOINT_URL", "AWS_REGION"):  # the environment would win over the file
+        monkeypatch.delenv(name)
+    result = image_to_snapshot(
+        odd_image(tmp_path / "odd.img"), settings=S3Settings(profile="standin")
+    )
+    assert result.region == aws.region
+    assert [r.path for r in env.requests if r.method == "POST"] == [
+        "/snapshots",
+        f"/snapshots/completion/{result.snapshot_id}",
+    ]
+
+
 @pytest.mark.usefixtures("fast_retries")
 def test_wait_returns_once_completed_or_says_why_it_failed(
     env: Proxy, aws: AwsStandIn, tmp_path: Path
