@@ -343,9 +343,11 @@ def _write_snapshot(
     conn = connect(settings, endpoint_url=ebs_url, ec2_endpoint_url=ec2_url)
     session = SnapshotSession(conn, spec, volume_gib)
     with _work(plan, work_dir) as work:
-        session.start()
+        with _abandoned_on_failure(session):
+            session.start()
         filled = _fill(session, conn, source, plan, early_root, work, progress or NullProgress())
-        session.complete(filled.blocks)
+        with _abandoned_on_failure(session):
+            session.complete(filled.blocks)
     if wait and not session.interrupted:
         session.wait(poll=WAIT_POLL)
     assert session.snapshot_id is not None
@@ -371,6 +373,17 @@ def _write_snapshot(
         ),
         seconds=time.monotonic() - started,
     )
+
+
+@contextlib.contextmanager
+def _abandoned_on_failure(session: SnapshotSession) -> Iterator[None]:
+    """A start or a completion that failed (or was interrupted) leaves no
+    snapshot behind: one whose start answer was lost is found by its token."""
+    try:
+        yield
+    except BaseException:
+        session.abandon()
+        raise
 
 
 @contextlib.contextmanager

@@ -288,6 +288,21 @@ def test_a_lost_start_or_completion_is_retried_safely(
 # --- never completed after a failure ----------------------------------------------------------
 
 
+def test_a_start_whose_answer_was_lost_leaves_nothing_when_the_run_gives_up(
+    env: Proxy, aws: AwsStandIn, tmp_path: Path
+) -> None:
+    """EBS made the snapshot but its answer was cut and no retry is allowed: the run fails,
+    and the client token finds the snapshot again to delete it (as after Ctrl-C inside
+    StartSnapshot)."""
+    env.set_faults(Faults(reset_rate=1.0, methods=frozenset({"POST"}), max_faults=1, seed=0))
+    with pytest.raises(EbsError, match="cannot start a snapshot of 1 GiB"):
+        image_to_snapshot(odd_image(tmp_path / "odd.img"), settings=S3Settings(attempts=1))
+    assert [r.fault for r in env.requests if r.path == "/snapshots"] == ["cut", ""]
+    first, again = aws.ebs.calls_to("StartSnapshot")
+    assert json.loads(first.body)["ClientToken"] == json.loads(again.body)["ClientToken"]
+    assert aws.ec2.calls_to("DeleteSnapshot") and snapshots(aws) == {}
+
+
 def test_a_tampered_part_never_gives_a_completed_snapshot(
     env: Proxy,
     aws: AwsStandIn,
