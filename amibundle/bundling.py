@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from amibundle.crypto import BundleKey, sign, wrap_secret
-from amibundle.errors import StorageError, UsageError
-from amibundle.files import check_directory, refuse_existing
+from amibundle.errors import StorageError, UsageError, shorten
+from amibundle.files import check_directory, name_problem, open_input, refuse_existing
 from amibundle.folder import DirectoryPartSink, bundle_files, recover_abandoned
 from amibundle.format import manifest as mf
 from amibundle.format.manifest_writer import render, signed_sections
@@ -35,6 +35,7 @@ from amibundle.validate import (
     check_optional_record,
     check_plain_name,
     check_positive,
+    check_progress,
     check_record,
 )
 
@@ -75,15 +76,13 @@ def open_image(image: Path, name: str, *, size_checks: bool) -> Iterator[OpenIma
     """Opens ``image`` (following symlinks, like the classic ``tar -h``), checks
     its size and maps its data (holes and zero runs become sparse extents)."""
     try:
-        fd = os.open(image, os.O_RDONLY)
+        fd = open_input(image, "image")
     except FileNotFoundError:
         raise UsageError(f"{{param}} {image} does not exist", param="image") from None
     except OSError as err:
         raise StorageError(f"cannot read image {image}: {err.strerror}") from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"{{param}} {image} is not a regular file", param="image")
         check_image_size(st.st_size, size_checks=size_checks)
         yield OpenImage(fd, _member_for(fd, st, name))
     finally:
@@ -98,7 +97,7 @@ def _member_for(fd: int, st: os.stat_result, name: str) -> MemberInfo:
         size=st.st_size,
         mode=stat.S_IMODE(st.st_mode),
         mtime=int(st.st_mtime),
-        extents=None if dense else tuple(extents),
+        extents=None if dense else extents,
     )
 
 
@@ -160,12 +159,17 @@ def bundle_image(
     metadata = check_record(metadata, BundleMetadata, "metadata")
     keys = check_record(keys, BundleKeys, "keys")
     codec = check_optional_record(codec, Codec, "codec") or Codec()
+    progress = check_progress(progress)
     image_path = as_path(image, "image")
     folder = as_path(destination, "destination")
     name = check_plain_name(prefix if prefix is not None else image_path.name, "prefix")
     check_positive(part_size, "part_size")
     check_directory(folder, "destination")
-    recover_abandoned(folder, name)
+    # The longest name a bundle writes is its manifest's.
+    if problem := name_problem(folder, f"{name}.manifest.xml"):
+        manifest = shorten(f"{name}.manifest.xml")
+        raise UsageError(f"{{param}} is too long: {manifest} {problem}", param="prefix")
+    recover_abandoned(folder)
     manifest_name = f"{name}.manifest.xml"
     existing = [folder / n for n in [manifest_name, *bundle_files(folder, name)]]
     refuse_existing(existing, force=force)

@@ -22,12 +22,26 @@ from amibundle.reading import (
     check_image,
     check_signature,
     local_part_specs,
+    name_problems,
     read_manifest,
 )
 from amibundle.results import JsonRecord, to_json
-from amibundle.validate import as_optional_path, as_path
+from amibundle.validate import as_optional_path, as_path, check_progress
 
-__all__ = ["ManifestReport", "VerifyReport", "inspect_manifest", "verify_bundle"]
+__all__ = ["ManifestReport", "Problem", "VerifyReport", "inspect_manifest", "verify_bundle"]
+
+
+class Problem(str):
+    """One problem :func:`verify_bundle` found: its one-line text (it is a
+    ``str``) and its ``kind``, so that a report of thousands can be summed up
+    by kind."""
+
+    kind: str
+
+    def __new__(cls, text: str, kind: str) -> Problem:
+        problem = super().__new__(cls, text)
+        problem.kind = kind
+        return problem
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,7 @@ class VerifyReport(JsonRecord):
     """Every problem :func:`verify_bundle` found; ``ok`` when there are none."""
 
     manifest_path: Path
-    problems: tuple[str, ...]
+    problems: tuple[Problem, ...]
     checks: tuple[str, ...]
     parts: int
     image_size: int | None
@@ -58,31 +72,45 @@ class _Discard:
         pass
 
 
-def _part_size_problems(specs: Sequence[PartSpec], bundled_size: int) -> list[str]:
-    problems: list[str] = []
+def _part_size_problems(specs: Sequence[PartSpec], bundled_size: int) -> list[Problem]:
+    problems: list[Problem] = []
     sizes: list[int] = []
     for spec in specs:
         try:
             sizes.append(spec.path.stat().st_size)
         except FileNotFoundError:
-            problems.append(f"part {spec.path.name} is missing from {spec.path.parent}")
+            problems.append(
+                Problem(f"part {spec.path.name} is missing from {spec.path.parent}", "missing part")
+            )
         except OSError as err:
-            problems.append(f"cannot read part {spec.path}: {err.strerror}")
+            problems.append(Problem(f"cannot read part {spec.path}: {err.strerror}", "unreadable"))
     if problems:
         return problems
     for spec, size in zip(specs[:-1], sizes[:-1], strict=True):
         if size != sizes[0]:
-            problems.append(f"part {spec.path.name} is {size} bytes; the first part is {sizes[0]}")
+            problems.append(
+                Problem(
+                    f"part {spec.path.name} is {size} bytes; the first part is {sizes[0]}", "size"
+                )
+            )
     if sizes and not 0 < sizes[-1] <= sizes[0]:
-        problems.append(f"the last part {specs[-1].path.name} has a wrong size ({sizes[-1]} bytes)")
+        problems.append(
+            Problem(
+                f"the last part {specs[-1].path.name} has a wrong size ({sizes[-1]} bytes)", "size"
+            )
+        )
     if sum(sizes) != bundled_size:
         problems.append(
-            f"the parts hold {sum(sizes)} bytes but the manifest says bundled_size {bundled_size}"
+            Problem(
+                f"the parts hold {sum(sizes)} bytes but the manifest says bundled_size "
+                f"{bundled_size}",
+                "size",
+            )
         )
     return problems
 
 
-def _digest_problems(specs: Sequence[PartSpec]) -> list[str]:
+def _digest_problems(specs: Sequence[PartSpec]) -> list[Problem]:
     """Checks the SHA-1 of every part, each on its own, collecting problems."""
     problems = []
     for spec in specs:
@@ -90,7 +118,7 @@ def _digest_problems(specs: Sequence[PartSpec]) -> list[str]:
         try:
             read_all_parts(reader)
         except IntegrityError as err:
-            problems.append(str(err))
+            problems.append(Problem(str(err), "part"))
         finally:
             reader.close()
     return problems
@@ -112,23 +140,29 @@ def verify_bundle(
     decompressed and its tar stream read end to end, and the image digest
     checked; nothing is written.
     """
+    progress = check_progress(progress)
     manifest_path = as_path(manifest, "manifest")
     cert_path = as_optional_path(cert, "cert")
     key_path = as_optional_path(private_key, "private_key")
     parts_folder = as_optional_path(source, "source") or manifest_path.parent
     checks: list[str] = ["manifest"]
-    problems: list[str] = []
+    problems: list[Problem] = []
     try:
         parsed = read_manifest(manifest_path)
     except AmibundleError as err:
-        return VerifyReport(manifest_path, (str(err),), tuple(checks), 0, None)
+        return VerifyReport(manifest_path, (Problem(str(err), "manifest"),), tuple(checks), 0, None)
     m = parsed.manifest
     if cert_path is not None:
         checks.append("signature")
         try:
             check_signature(parsed, cert_path)
         except AmibundleError as err:
-            problems.append(str(err))
+            problems.append(Problem(str(err), "signature"))
+    checks.append("names")
+    if names := name_problems(m, parts_folder):
+        # A name no file here can have: the bundle cannot be unbundled.
+        problems += [Problem(text, "name") for text in names]
+        return VerifyReport(manifest_path, tuple(problems), tuple(checks), len(m.parts), m.size)
     specs = local_part_specs(parsed, parts_folder)
     checks += ["part sizes", "part digests"]
     problems += _part_size_problems(specs, m.bundled_size)
@@ -148,7 +182,7 @@ def verify_bundle(
             )
             check_image(m, result.tar_sha1, result.member)
         except AmibundleError as err:
-            problems.append(str(err))
+            problems.append(Problem(str(err), "stream"))
         finally:
             reader.close()
         first_unread = reader.checked

@@ -69,6 +69,7 @@ DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (
     zlib.error,
     cast(type[BaseException], isal_zlib.error),  # typed as an instance in its stubs
     zstandard.ZstdError,
+    IntegrityError,  # the zstd frame check's own
 )
 
 
@@ -290,9 +291,9 @@ class _ZstdWriter:
 
     def __init__(self, sink: RawSink, *, level: int, threads: int) -> None:
         self._sink = sink
-        self._compressor = zstandard.ZstdCompressor(level=level, threads=threads).compressobj(
-            size=-1
-        )
+        # A checksum per frame: damage is found by zstd itself, as gzip's CRC does.
+        compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+        self._compressor = compressor.compressobj(size=-1)
         self._done = False
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -331,5 +332,100 @@ def open_decompressor(kind: Compression, source: BinaryIO) -> BinaryIO:
         reader = igzip.GzipFile(fileobj=cast(Any, source), mode="rb")  # type: ignore[no-untyped-call]
         return cast(BinaryIO, reader)
     dctx = zstandard.ZstdDecompressor()
-    stream: BinaryIO = dctx.stream_reader(source, read_across_frames=True, closefd=False)
+    checked = cast(BinaryIO, _ZstdFramesChecked(source))
+    stream: BinaryIO = dctx.stream_reader(checked, read_across_frames=True, closefd=False)
     return stream
+
+
+_ZSTD_SKIPPABLE = range(0x184D2A50, 0x184D2A60)
+
+
+class _ZstdFramesChecked:
+    """Passes a zstd stream through, following its frame and block headers,
+    and raises at the end of input if it ends inside a frame: python-zstandard's
+    stream reader ends quietly there, which would turn a truncated bundle into
+    a confusing tar error. Only headers are parsed; block contents are skipped."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self._want = 0  # bytes of content to skip before the next header
+        self._header = bytearray()  # the header being gathered
+        self._need = 4  # its length so far known (a frame starts with its magic)
+        self._state = "magic"
+        self._last_block = False
+        self._checksum = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        if data:
+            self._follow(memoryview(data))
+        elif self._state != "magic" or self._header or self._want:
+            raise IntegrityError("the compressed stream inside the bundle is cut short")
+        return data
+
+    def readinto(self, buffer: memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def _follow(self, data: memoryview) -> None:
+        while data:
+            if self._want:
+                skip = min(self._want, len(data))
+                self._want -= skip
+                data = data[skip:]
+                if not self._want and self._state == "end":
+                    self._state = "magic"
+                continue
+            take = min(self._need - len(self._header), len(data))
+            self._header += data[:take]
+            data = data[take:]
+            if len(self._header) == self._need:
+                self._parsed(bytes(self._header))
+
+    def _parsed(self, header: bytes) -> None:
+        self._header.clear()
+        if self._state == "magic":
+            magic = int.from_bytes(header, "little")
+            if magic in _ZSTD_SKIPPABLE:
+                self._state, self._need = "skip-size", 4
+            elif magic == int.from_bytes(ZSTD_MAGIC, "little"):
+                self._state, self._need = "descriptor", 1
+            else:
+                raise IntegrityError("the compressed stream inside the bundle is damaged")
+        elif self._state == "skip-size":
+            self._want = int.from_bytes(header, "little")
+            self._state, self._need = "end", 4
+            if not self._want:
+                self._state = "magic"
+        elif self._state == "descriptor":
+            self._state, self._need = "frame-header", _frame_header_size(header[0])
+            self._checksum = bool(header[0] & 0x04)
+            if self._need == 0:
+                self._state, self._need = "block", 3
+        elif self._state == "frame-header":
+            self._state, self._need = "block", 3
+        elif self._state == "block":
+            value = int.from_bytes(header, "little")
+            kind, size = (value >> 1) & 3, value >> 3
+            if kind == 3:
+                raise IntegrityError("the compressed stream inside the bundle is damaged")
+            self._want = 1 if kind == 1 else size
+            if value & 1:  # the last block of the frame
+                self._state = "end"
+                if self._checksum:
+                    self._want += 4
+                if not self._want:
+                    self._state = "magic"
+            self._need = 3 if self._state == "block" else 4
+
+
+def _frame_header_size(descriptor: int) -> int:
+    """Bytes of a zstd frame header after its descriptor byte (RFC 8878 3.1.1.1)."""
+    single_segment = bool(descriptor & 0x20)
+    content_size = (0, 2, 4, 8)[descriptor >> 6] or (1 if single_segment else 0)
+    dictionary = (0, 1, 2, 4)[descriptor & 3]
+    return (0 if single_segment else 1) + dictionary + content_size

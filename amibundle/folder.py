@@ -1,7 +1,7 @@
 """A bundle in a folder, published all or nothing.
 
 :class:`DirectoryPartSink` writes parts into a hidden work folder beside the
-bundle, ``.<prefix>.amibundle-<pid>-<random>``, and :meth:`commit` moves them
+bundle, and :meth:`commit` moves them
 and the manifest into place so that the bundle appears complete or not at
 all:
 
@@ -15,10 +15,11 @@ all:
   main thread), so an interrupt finds the bundle either not yet published or
   complete.
 
-After a crash (``kill -9``, power loss) the work folder stays. Its name
-carries the process id that made it; :func:`recover_abandoned` undoes the
-journal of every work folder of a bundle whose process is gone, so a rerun is
-never blocked by the leftovers of a run that never published a manifest.
+After a crash (``kill -9``, power loss) the work folder stays. Its name,
+``.amibundle-<pid>-<random>.bundle``, carries the process id that made it;
+:func:`recover_abandoned` undoes the journal of every work folder (and
+removes every temporary file) whose process is gone, so a rerun is never
+blocked by the leftovers of a run that never published a manifest.
 """
 
 from __future__ import annotations
@@ -29,18 +30,18 @@ import logging
 import os
 import re
 import shutil
-import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from amibundle import interrupts
 from amibundle.errors import OutputExistsError, StorageError
-from amibundle.files import process_is_gone
+from amibundle.files import WORK_PREFIX, process_is_gone, work_prefix
 from amibundle.parts import PartRecord
 
-__all__ = ["DirectoryPartSink", "bundle_files", "recover_abandoned"]
+__all__ = ["DirectoryPartSink", "bundle_files", "recover_abandoned", "remove_tree_or_file"]
 
 log = logging.getLogger("amibundle.folder")
 
@@ -53,10 +54,6 @@ def _storage_error(action: str, path: Path, err: OSError) -> StorageError:
     return StorageError(f"cannot {action} {path}: {err.strerror or err}")
 
 
-def _work_prefix(prefix: str) -> str:
-    return f".{prefix}.amibundle-"
-
-
 class DirectoryPartSink:
     """Writes parts into a hidden work folder inside ``destination`` and
     publishes them, with the manifest, all or nothing on :meth:`commit`."""
@@ -66,7 +63,7 @@ class DirectoryPartSink:
         self.prefix = prefix
         self.overwrite = overwrite
         try:
-            work = tempfile.mkdtemp(prefix=f"{_work_prefix(prefix)}{os.getpid()}-", dir=destination)
+            work = tempfile.mkdtemp(prefix=work_prefix(), suffix=".bundle", dir=destination)
         except OSError as err:
             raise _storage_error("write to", destination, err) from None
         self._work = Path(work)
@@ -128,7 +125,7 @@ class DirectoryPartSink:
             raise OutputExistsError(clash[0])
         if manifest is not None:
             _write_new(self._work / _MANIFEST, manifest[1])
-        with _signals_held(), _Journal(self._work / _JOURNAL) as journal:
+        with interrupts.held(), _Journal(self._work / _JOURNAL) as journal:
             try:
                 if self.overwrite:
                     self._move_aside(journal, [manifest[0]] if manifest else [])
@@ -248,37 +245,44 @@ def _undo(destination: Path, work: Path, entries: Sequence[tuple[str, int, str]]
                 (work / _ASIDE / name).replace(final)
 
 
-def recover_abandoned(destination: Path, prefix: str) -> list[Path]:
-    """Undoes and removes the work folders of bundles called ``prefix`` in
-    ``destination`` whose process is gone; returns the folders removed."""
+def recover_abandoned(destination: Path) -> list[Path]:
+    """Cleans up after runs that crashed in ``destination``: the work
+    folders and temporary files of processes that are gone. A work folder's
+    journal is undone first (a bundle half published comes back out, an old
+    one moved aside comes back in). Returns what was removed."""
     removed = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(destination):
-            if not entry.name.startswith(_work_prefix(prefix)) or not entry.is_dir(
-                follow_symlinks=False
-            ):
+            pid = _owner(entry.name)
+            if pid is None or not process_is_gone(pid):
                 continue
-            pid = entry.name[len(_work_prefix(prefix)) :].split("-", 1)[0]
-            if not pid.isdigit() or not process_is_gone(int(pid)):
-                continue
-            work = Path(entry.path)
-            _undo(destination, work, _read_journal(work / _JOURNAL))
-            shutil.rmtree(work, ignore_errors=True)
-            log.warning("removed %s, left by an interrupted run (process %s)", work, pid)
-            removed.append(work)
+            path = Path(entry.path)
+            if entry.name.endswith(".bundle") and entry.is_dir(follow_symlinks=False):
+                _undo(destination, path, _read_journal(path / _JOURNAL))
+            remove_tree_or_file(path)
+            log.warning("removed %s, left by an interrupted run (process %s)", path, pid)
+            removed.append(path)
     return removed
 
 
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Holds SIGINT and SIGTERM back for a few renames (main thread only;
-    elsewhere signals are not delivered to this thread anyway)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+def _owner(name: str) -> int | None:
+    """The process id in a work name ``.amibundle-<pid>-...``, or None."""
+    if not name.startswith(WORK_PREFIX):
+        return None
+    pid = name[len(WORK_PREFIX) :].split("-", 1)[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def remove_tree_or_file(path: Path) -> None:
+    """Removes a file, or a folder and everything in it, making read-only
+    folders (an unprivileged copy of a tree has them) writable as it goes."""
+
+    def allow_and_retry(func: Callable[..., object], name: str, exc: object) -> None:
+        with contextlib.suppress(OSError):
+            Path(name).parent.chmod(0o700)
+            func(name)
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, onerror=allow_and_retry)
+    else:
+        path.unlink(missing_ok=True)

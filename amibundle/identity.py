@@ -26,7 +26,7 @@ from amibundle.ec2certs import find_ec2_certificate
 from amibundle.errors import OutputExistsError, UsageError
 from amibundle.files import write_atomically
 from amibundle.results import JsonRecord
-from amibundle.validate import as_optional_path, as_path
+from amibundle.validate import as_optional_path, as_path, check_text
 
 __all__ = ["BundleKeys", "KeygenResult", "keygen"]
 
@@ -85,6 +85,7 @@ def keygen(
     X.509 certificate for it."""
     key_path = as_path(private_key, "private_key")
     cert_path = as_path(certificate, "certificate")
+    check_text(common_name, "common_name")
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
         raise UsageError(f"{{param}} must be at least 1, not {days!r}", param="days")
     if not force:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from amibundle.errors import IntegrityError
+from amibundle.errors import IntegrityError, StorageError
+from amibundle.files import open_input
 
 __all__ = [
     "PartReader",
@@ -189,7 +191,10 @@ class PartReader(io.RawIOBase):
             return False
         spec = self._parts[self._next]
         try:
-            self._file = open(spec.path, "rb")  # noqa: SIM115 - closed in _check_current
+            fd = open_input(spec.path, "part")
+            self._file = os.fdopen(fd, "rb")  # closed in _check_current
+        except StorageError as err:
+            raise IntegrityError(str(err)) from None
         except FileNotFoundError:
             raise IntegrityError(
                 f"part {spec.path.name} is missing from {spec.path.parent}"

@@ -23,13 +23,14 @@ import itertools
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from amibundle.compression import (
     DECOMPRESSION_ERRORS,
     Compression,
+    check_level,
     default_threads,
     detect,
     open_compressor,
@@ -43,6 +44,7 @@ from amibundle.format.tar_writer import encode_header, end_of_archive, tar_size
 from amibundle.parts import PartRecord, PartSource, PartSplitter, PartWriter
 from amibundle.progress import NullProgress, Progress, Stage
 from amibundle.sparse import read_extents
+from amibundle.validate import as_enum, check_positive
 
 __all__ = [
     "BundleStreamResult",
@@ -61,11 +63,19 @@ _POLL = 0.05  # seconds a thread waits on a queue before it checks for a stop
 
 @dataclass(frozen=True)
 class Codec:
-    """How the tar stream is compressed."""
+    """How the tar stream is compressed; checked when made."""
 
     compression: Compression = Compression.GZIP
     level: int | None = None  # None: the compression's default (compression.DEFAULT_LEVELS)
     threads: int = field(default_factory=default_threads)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "compression", as_enum(Compression, self.compression, "compression")
+        )
+        if self.level is not None:
+            check_level(self.compression, self.level)
+        check_positive(self.threads, "threads")
 
 
 @dataclass(frozen=True)
@@ -96,7 +106,7 @@ def tar_stream(fd: int, member: MemberInfo) -> Iterator[bytes | memoryview]:
     header = encode_header(member)
     yield header
     if member.extents is not None:
-        extents: tuple[Extent, ...] = member.extents
+        extents: Sequence[Extent] = member.extents
     else:
         extents = (Extent(0, member.size),) if member.size else ()
     yield from read_extents(fd, extents, itertools.repeat(bytearray(_READ_BUFFER)))
@@ -299,16 +309,17 @@ class _BackgroundWriter:
 
     def __init__(self, inner: MemberWriter, depth: int = 8) -> None:
         self._inner = inner
-        self._queue: queue.Queue[tuple[int, memoryview] | None] = queue.Queue(depth)
+        self._queue: queue.Queue[list[tuple[int, memoryview]] | None] = queue.Queue(depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="amibundle-writer", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
+        while (batch := self._queue.get()) is not None:
             if self._error is None:  # after an error, drain so no put() blocks forever
                 try:
-                    self._inner.write(*item)
+                    for offset, data in batch:
+                        self._inner.write(offset, data)
                 except BaseException as err:  # handed to the calling thread
                     self._error = err
 
@@ -316,11 +327,11 @@ class _BackgroundWriter:
         if self._error is not None:
             raise self._error
 
-    def write(self, offset: int, data: memoryview) -> None:
+    def write_batch(self, batch: list[tuple[int, memoryview]]) -> None:
         while True:
             self._check()
             try:
-                self._queue.put((offset, data), timeout=_POLL)
+                self._queue.put(batch, timeout=_POLL)
                 return
             except queue.Full:
                 continue
@@ -336,8 +347,13 @@ class _BackgroundWriter:
         self._thread.join()
 
     def abort(self) -> None:
-        """Drops the queued writes and stops the thread."""
+        """Drops the queued writes and stops the thread. A writer with an
+        ``abort()`` of its own (to-ebs's, which may be waiting for the
+        network) is told first, so that the write it is in ends at once."""
         self._error = self._error or _Stopped()
+        abort_inner = getattr(self._inner, "abort", None)
+        if callable(abort_inner):
+            abort_inner()
         with contextlib.suppress(queue.Empty):
             while True:
                 self._queue.get_nowait()
@@ -358,7 +374,9 @@ class UnbundleStreamResult:
 
 
 class MemberWriter(Protocol):
-    """What unbundling writes the member's data into (a sparse file)."""
+    """What unbundling writes the member's data into (a sparse file, EBS
+    blocks). It may also have an ``abort()``, called (from another thread)
+    when the stream fails, to end a ``write`` that waits."""
 
     def write(self, offset: int, data: memoryview) -> None: ...
     def finish(self, size: int) -> None: ...
@@ -401,9 +419,9 @@ def unbundle_stream(
             hashing.limit = _archive_limit(reader.bytes_read, member)
         output = _BackgroundWriter(open_output(member))
         progress.start(stage, sum(extent.length for extent in member.sparse_map))
-        for offset, data in reader.iter_data():
-            output.write(offset, data)
-            progress.advance(stage, len(data))
+        for batch in reader.iter_batches():
+            output.write_batch(batch)
+            progress.advance(stage, sum(len(data) for _, data in batch))
         reader.finish()
         output.finish(member.size)
         progress.finish(stage)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from amibundle import __version__
 from amibundle.cli._options import OptionParser, Style
+from amibundle.progress import Progress, Stage
 
 __all__ = [
     "CLASSIC_VERSION",
+    "Announcements",
     "NOTICE",
     "command_parser",
     "human_size",
@@ -64,3 +67,55 @@ def command_parser(
         version=version_text(prog if style is Style.CLASSIC else None),
         usage=usage,
     )
+
+
+class Announcements:
+    """What a command says before its work starts ("Bundling x into y ...",
+    notes about the options), held back until the library has checked every
+    input: it is printed at the library's first sign of work (its first
+    progress stage, or its first notice), never before an error about an
+    argument. Lines not printed by then (the library failed first) are
+    dropped."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[str, bool]] = []
+        self._lock = threading.Lock()
+
+    def add(self, line: str, *, stderr: bool = False) -> None:
+        with self._lock:
+            self._pending.append((line, stderr))
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for line, to_stderr in pending:
+            print(line, file=sys.stderr if to_stderr else sys.stdout, flush=True)
+
+    def progress(self, inner: Progress) -> Progress:
+        """``inner``, printing the held lines at the first ``start``."""
+        return _AnnouncingProgress(inner, self)
+
+    def notify(self, say: Callable[[str], None]) -> Callable[[str], None]:
+        """``say``, printing the held lines first."""
+
+        def notify(line: str) -> None:
+            self.flush()
+            say(line)
+
+        return notify
+
+
+class _AnnouncingProgress:
+    def __init__(self, inner: Progress, announcements: Announcements) -> None:
+        self._inner = inner
+        self._announcements = announcements
+
+    def start(self, stage: Stage, total: int | None) -> None:
+        self._announcements.flush()
+        self._inner.start(stage, total)
+
+    def advance(self, stage: Stage, nbytes: int) -> None:
+        self._inner.advance(stage, nbytes)
+
+    def finish(self, stage: Stage, error: BaseException | None = None) -> None:
+        self._inner.finish(stage, error)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 from amibundle.bundling import BundleResult, bundle_image
-from amibundle.cli._common import command_parser, human_size, print_json, rate
-from amibundle.cli._options import OptionParser, Style, add_common_options, mandatory
+from amibundle.cli._common import Announcements, command_parser, human_size, print_json, rate
+from amibundle.cli._options import (
+    CLASSIC_COMMON_LONGS,
+    OptionParser,
+    Style,
+    add_common_options,
+    mandatory,
+)
 from amibundle.cli._progress import TqdmProgress
 from amibundle.cli._prompt import ask_value, confirm
 from amibundle.cli._values import existing_dir, existing_file, integer
@@ -17,9 +23,9 @@ from amibundle.format.manifest import DEFAULT_PART_SIZE
 from amibundle.identity import BundleKeys
 from amibundle.metadata import BundleMetadata
 from amibundle.pipeline import Codec
-from amibundle.validate import detect_architecture
+from amibundle.validate import check_image_size, detect_architecture
 
-__all__ = ["build_parser", "run"]
+__all__ = ["CLASSIC_LONGS", "build_parser", "run"]
 
 DESCRIPTION = (
     "Bundle an image file for EC2: tar, gzip, AES-128-CBC, 10 MiB parts and a "
@@ -36,6 +42,24 @@ Example:
   ec2-bundle-image -i root.img -c cert.pem -k pk.pem -u 1234-5678-9012 -r x86_64 -d out/
 """
 KNOWN_ARCHITECTURES = ("i386", "x86_64")
+# The classic tool's long options (classic-cli.md §1.3, §2.2): their unique
+# prefixes keep their meaning in ec2-bundle-image whatever we add.
+CLASSIC_LONGS = (
+    *CLASSIC_COMMON_LONGS,
+    "--cert",
+    "--privatekey",
+    "--user",
+    "--image",
+    "--destination",
+    "--ec2cert",
+    "--arch",
+    "--productcodes",
+    "--no-size-checks",
+    "--kernel",
+    "--ramdisk",
+    "--block-device-mapping",
+    "--prefix",
+)
 
 
 def add_key_options(
@@ -201,11 +225,13 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     )
     add_output_options(parser)
     add_common_options(parser)
+    if style is Style.CLASSIC:
+        parser.keep_classic_abbreviations(CLASSIC_LONGS)
     return parser
 
 
 def choose_architecture(args: argparse.Namespace) -> str:
-    """-r, else the detected one (offered for change when interactive); an
+    """-r, else the detected one (offered for change unless --batch); an
     unusual value must be confirmed, as with the classic tools."""
     arch: str = args.arch or ask_value(
         "Please specify a value for arch", detect_architecture(), batch=args.batch
@@ -219,24 +245,37 @@ def choose_architecture(args: argparse.Namespace) -> str:
     return arch
 
 
-def codec_of(args: argparse.Namespace) -> Codec:
+def codec_of(args: argparse.Namespace, notes: Announcements) -> Codec:
     compression = Compression(args.compress)
     if compression is Compression.ZSTD:
-        print(
+        notes.add(
             "warning: zstd bundles cannot be registered in EC2; use them only elsewhere",
-            file=sys.stderr,
+            stderr=True,
         )
     return Codec(compression, args.compress_level, args.threads)
 
 
-def note_missing_mappings(mappings: list[str]) -> None:
+def note_missing_mappings(mappings: list[str], notes: Announcements) -> None:
     given = {item.split("=", 1)[0].strip() for value in mappings for item in value.split(",")}
     for name in ("ami", "root"):
         if mappings and name not in given:
-            print(
+            notes.add(
                 f"note: the block device mapping has no {name!r} entry; EC2 applies a "
                 "default at launch"
             )
+
+
+def checked_metadata(
+    args: argparse.Namespace, *, image_type: str = "machine", kernel_name: str | None = None
+) -> tuple[BundleMetadata, BundleKeys]:
+    """Every manifest field and key checked first; only then is the
+    architecture asked for (a question is output too, and must not come
+    before an error about another argument)."""
+    metadata = metadata_of(
+        args, args.arch or detect_architecture(), image_type=image_type, kernel_name=kernel_name
+    )
+    keys = keys_of(args)
+    return replace(metadata, architecture=choose_architecture(args)), keys
 
 
 def keys_of(args: argparse.Namespace) -> BundleKeys:
@@ -280,14 +319,26 @@ def report(result: BundleResult, *, json_output: bool, tool: str) -> None:
     )
 
 
+def check_image(args: argparse.Namespace) -> None:
+    """The image's size, before any question or line is printed (the library
+    checks it again as it opens the image)."""
+    try:
+        size = Path(args.image).stat().st_size
+    except OSError:
+        return  # the library reports it
+    check_image_size(size, size_checks=not args.no_size_checks)
+
+
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    arch = choose_architecture(args)
-    metadata = metadata_of(args, arch, image_type=args.image_type, kernel_name=args.kernel_name)
-    keys = keys_of(args)
-    note_missing_mappings(args.block_device_mapping)
-    codec = codec_of(args)
+    check_image(args)
+    metadata, keys = checked_metadata(
+        args, image_type=args.image_type, kernel_name=args.kernel_name
+    )
+    notes = Announcements()
     if not args.json:
-        print(f"Bundling {args.image} into {args.destination} ...", flush=True)
+        notes.add(f"Bundling {args.image} into {args.destination} ...")
+    note_missing_mappings(args.block_device_mapping, notes)
+    codec = codec_of(args, notes)
     with TqdmProgress(quiet=args.quiet or args.json) as progress:
         result = bundle_image(
             args.image,
@@ -299,7 +350,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             part_size=args.part_size,
             codec=codec,
             force=args.force,
-            progress=progress,
+            progress=notes.progress(progress),
         )
     report(
         result,

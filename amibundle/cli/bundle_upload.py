@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from amibundle import s3
 from amibundle.cli._aws import account_of, print_leftovers
-from amibundle.cli._common import command_parser, human_size, print_json, rate
+from amibundle.cli._common import Announcements, command_parser, human_size, print_json, rate
 from amibundle.cli._options import OptionParser, Style, add_check, add_common_options, mandatory
 from amibundle.cli._progress import TqdmProgress
 from amibundle.cli._s3options import add_s3_options, check_common, note_sigv, settings_from
@@ -17,6 +18,7 @@ from amibundle.cli.bundle_image import (
     add_key_options,
     add_manifest_options,
     add_output_options,
+    check_image,
     choose_architecture,
     codec_of,
     note_missing_mappings,
@@ -26,6 +28,7 @@ from amibundle.errors import LeftoversError
 from amibundle.identity import BundleKeys
 from amibundle.metadata import BundleMetadata
 from amibundle.uploading import BundleUploadResult, bundle_upload
+from amibundle.validate import detect_architecture
 
 __all__ = [
     "add_bundle_upload_options",
@@ -149,13 +152,14 @@ def upload_settings(args: argparse.Namespace) -> tuple[s3.S3Settings, str]:
 
 
 def keys_and_metadata(
-    args: argparse.Namespace, settings: s3.S3Settings, account: str
+    args: argparse.Namespace, settings: s3.S3Settings, account: str, notes: Announcements
 ) -> tuple[BundleKeys, BundleMetadata]:
-    """The keys (EC2's certificate picked by the region) and the manifest's fields."""
-    arch = choose_architecture(args)
+    """The keys (EC2's certificate picked by the region) and the manifest's
+    fields, every one checked before the architecture is asked for (a
+    question must not come before an error about another argument)."""
     metadata = BundleMetadata.create(
         user=account,
-        arch=arch,
+        arch=args.arch or detect_architecture(),
         image_type=getattr(args, "image_type", "machine"),
         kernel_name=getattr(args, "kernel_name", None),
         kernel_id=args.kernel,
@@ -166,7 +170,8 @@ def keys_and_metadata(
     keys = BundleKeys.load(
         cert=args.cert, private_key=args.privatekey, ec2_cert=args.ec2cert, region=settings.region
     )
-    note_missing_mappings(args.block_device_mapping)
+    metadata = replace(metadata, architecture=choose_architecture(args))
+    note_missing_mappings(args.block_device_mapping, notes)
     return keys, metadata
 
 
@@ -189,17 +194,22 @@ def report(result: BundleUploadResult, *, json_output: bool, tool: str) -> None:
 
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    note_sigv(args)
+    check_image(args)
     bucket: s3.BucketRef = args.bucket_ref
     confirm_bucket_name(bucket, batch=args.batch)
-    note_derived_location(args)
+    # Printed once the library has checked everything and made the bucket
+    # ready: never before an error about an argument.
+    notes = Announcements()
+    note_sigv(args, notes)
+    note_derived_location(args, notes)
     settings, account = upload_settings(args)
-    keys, metadata = keys_and_metadata(args, settings, account)
-    codec = codec_of(args)
+    keys, metadata = keys_and_metadata(args, settings, account, notes)
+    codec = codec_of(args, notes)
     if not args.json:
-        print(f"Bundling {args.image} into {bucket.url()} ...", flush=True)
+        notes.add(f"Bundling {args.image} into {bucket.url()} ...")
     try:
-        with TqdmProgress(quiet=args.quiet or args.json) as progress:
+        with TqdmProgress(quiet=args.quiet or args.json) as bars:
+            progress = notes.progress(bars)
             result = bundle_upload(
                 args.image,
                 bucket,

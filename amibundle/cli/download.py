@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from amibundle import s3
-from amibundle.cli._common import command_parser, human_size, print_json, rate
+from amibundle.cli._common import Announcements, command_parser, human_size, print_json, rate
 from amibundle.cli._options import OptionParser, Style
 from amibundle.cli._progress import TqdmProgress
 from amibundle.cli._s3options import (
@@ -150,7 +150,6 @@ def report(result: s3.DownloadResult, *, json_output: bool) -> None:
 
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    note_sigv(args)
     bucket: s3.BucketRef = args.bucket_ref
     name = manifest_name(args)
     if getattr(args, "unbundle", False):
@@ -158,9 +157,13 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
 
         unbundle_from_s3(args, bucket, name)
         return None
+    # Printed once the manifest has been fetched and read.
+    notes = Announcements()
+    note_sigv(args, notes)
     if not args.json:
-        print(f"Downloading {bucket.url(bucket.key(name))} into {args.directory} ...", flush=True)
-    with TqdmProgress(quiet=args.quiet or args.json) as progress:
+        notes.add(f"Downloading {bucket.url(bucket.key(name))} into {args.directory} ...")
+    with TqdmProgress(quiet=args.quiet or args.json) as bars:
+        progress = notes.progress(bars)
         result = s3.download_bundle(
             bucket,
             settings=settings_from(args),

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from amibundle import s3
-from amibundle.cli._common import command_parser, human_size, print_json, rate
+from amibundle.cli._common import Announcements, command_parser, human_size, print_json, rate
 from amibundle.cli._options import OptionParser, Style, exclusive
 from amibundle.cli._progress import TqdmProgress
 from amibundle.cli._s3options import (
@@ -174,9 +174,12 @@ def unbundle_from_s3(args: argparse.Namespace, bucket: s3.BucketRef, name: str) 
     # With the image on standard output, everything else goes to stderr.
     out = sys.stderr if to_stdout else sys.stdout
     target = args.to_device or ("standard output" if to_stdout else args.directory or Path())
+    # Printed once the library has checked its inputs and starts working.
+    notes = Announcements()
+    note_sigv(args, notes)
     if not args.json:
-        print(f"Unbundling {bucket.url(bucket.key(name))} to {target} ...", file=out, flush=True)
-    with _stdout_stream(args) as stream, TqdmProgress(quiet=args.quiet or args.json) as progress:
+        notes.add(f"Unbundling {bucket.url(bucket.key(name))} to {target} ...", stderr=to_stdout)
+    with _stdout_stream(args) as stream, TqdmProgress(quiet=args.quiet or args.json) as bars:
         result = download_unbundle(
             bucket,
             settings=settings_from(args),
@@ -188,12 +191,11 @@ def unbundle_from_s3(args: argparse.Namespace, bucket: s3.BucketRef, name: str) 
             cert=args.cert,
             force=args.force,
             prefetch=min(args.jobs, PREFETCH),
-            progress=progress,
+            progress=notes.progress(bars),
         )
     report(result, json_output=args.json, out=out)
 
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    note_sigv(args)
     unbundle_from_s3(args, args.bucket_ref, manifest_name(args))
     return None

@@ -14,12 +14,12 @@ from amibundle.cli._aws import (
     print_leftovers,
     registration_of,
 )
-from amibundle.cli._common import command_parser, print_json
+from amibundle.cli._common import Announcements, command_parser, print_json
 from amibundle.cli._options import OptionParser, Style, add_check, add_common_options, exclusive
 from amibundle.cli._progress import TqdmProgress
 from amibundle.cli._s3options import check_common, note_sigv
 from amibundle.cli._values import choice_prefix, comma_list, existing_dir
-from amibundle.cli.bundle_image import codec_of
+from amibundle.cli.bundle_image import check_image, codec_of
 from amibundle.cli.bundle_upload import (
     add_bundle_upload_options,
     keys_and_metadata,
@@ -35,6 +35,7 @@ from amibundle.identity import BundleKeys
 from amibundle.installing import check_registration, install_image, register_uploaded
 from amibundle.metadata import BundleMetadata
 from amibundle.pipeline import Codec
+from amibundle.progress import Progress
 from amibundle.uploading import BundleUploadResult, UploadTarget
 from amibundle.volume.plan import Builder, PartitionTable
 
@@ -158,20 +159,25 @@ def _report(upload: BundleUploadResult, image_id: str, state: str, args: argpars
 
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    note_sigv(args)
+    if args.image is not None:
+        check_image(args)
     bucket: s3.BucketRef = args.bucket_ref
     confirm_bucket_name(bucket, batch=args.batch)
-    note_derived_location(args)
+    # Printed once the library starts working: never before an error about an argument.
+    notes = Announcements()
+    note_sigv(args, notes)
+    note_derived_location(args, notes)
     settings, account = upload_settings(args)
-    keys, metadata = keys_and_metadata(args, settings, account)
+    keys, metadata = keys_and_metadata(args, settings, account, notes)
     registration = registration_of(args, own_kernel=False)
     check_registration(registration, metadata)
-    codec = codec_of(args)
+    codec = codec_of(args, notes)
     source = args.image or args.volume
     if not args.json:
-        print(f"Installing {source} as {args.name!r} through {bucket.url()} ...", flush=True)
+        notes.add(f"Installing {source} as {args.name!r} through {bucket.url()} ...")
     try:
-        with TqdmProgress(quiet=args.quiet or args.json) as progress:
+        with TqdmProgress(quiet=args.quiet or args.json) as bars:
+            progress = notes.progress(bars)
             if args.image is not None:
                 result = install_image(
                     args.image, bucket, metadata=metadata, keys=keys, registration=registration,
@@ -184,7 +190,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
                 upload, registered = result.upload, result.registration
                 details = result.to_dict()
             else:
-                upload = _bundle_volume(args, bucket, settings, keys, metadata, codec, progress)
+                upload = _bundle_volume(args, settings, keys, metadata, codec, progress, notes)
                 registered = register_uploaded(
                     upload, registration, settings=settings, ec2_endpoint_url=args.ec2_url,
                     wait=args.wait, wait_timeout=args.wait_timeout,
@@ -200,18 +206,21 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
 
 def _bundle_volume(
     args: argparse.Namespace,
-    bucket: s3.BucketRef,
     settings: s3.S3Settings,
     keys: BundleKeys,
     metadata: BundleMetadata,
     codec: Codec,
-    progress: TqdmProgress,
+    progress: Progress,
+    notes: Announcements,
 ) -> BundleUploadResult:
     from amibundle.volume.bundle import bundle_volume
 
-    def say(line: str) -> None:
+    def print_line(line: str) -> None:
         if not args.json:
             print(line, flush=True)
+
+    say = notes.notify(print_line)
+    bucket: s3.BucketRef = args.bucket_ref
 
     built = bundle_volume(
         args.volume, metadata=metadata, keys=keys, destination=args.destination,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 
 from amibundle import s3
-from amibundle.cli._common import command_parser, human_size, print_json, rate
+from amibundle.cli._common import Announcements, command_parser, human_size, print_json, rate
 from amibundle.cli._options import OptionParser, Style
 from amibundle.cli._progress import TqdmProgress
 from amibundle.cli._prompt import confirm
@@ -161,11 +160,11 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("missing mandatory option --manifest")
 
 
-def note_derived_location(args: argparse.Namespace) -> None:
+def note_derived_location(args: argparse.Namespace, notes: Announcements) -> None:
     """As the classic tools did (§1.9.3), say that ``--region`` also fixes where
     the bucket must be, when ``--location`` does not."""
     if args.location is None and args.region and args.region != "us-east-1" and not args.json:
-        print(f"note: bucket location derived from --region: {args.region}", file=sys.stderr)
+        notes.add(f"note: bucket location derived from --region: {args.region}", stderr=True)
 
 
 def confirm_bucket_name(bucket: s3.BucketRef, *, batch: bool) -> None:
@@ -204,12 +203,15 @@ def report(result: s3.UploadResult, *, json_output: bool) -> None:
 
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    note_sigv(args)
     bucket: s3.BucketRef = args.bucket_ref
     confirm_bucket_name(bucket, batch=args.batch)
-    note_derived_location(args)
+    # Printed once the library has read the manifest, found every part and
+    # prepared the bucket: never before an error about an argument.
+    notes = Announcements()
+    note_sigv(args, notes)
+    note_derived_location(args, notes)
     if not args.json:
-        print(f"Uploading {args.manifest} to {bucket.url()} ...", flush=True)
+        notes.add(f"Uploading {args.manifest} to {bucket.url()} ...")
     with TqdmProgress(quiet=args.quiet or args.json) as progress:
         result = s3.upload_bundle(
             args.manifest,
@@ -222,7 +224,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             first_part=max(args.part, 0) if args.part is not None else 0,
             skip_manifest=args.skipmanifest,
             fix_ownership=args.fix_ownership,
-            progress=progress,
+            progress=notes.progress(progress),
         )
     report(result, json_output=args.json)
     return None

@@ -328,7 +328,7 @@ BUNDLE_MISTAKES: dict[str, tuple[list[str], str, int]] = {
     "access key as account": (["-u", "AKIAIOSFODNN7EXAMPLE"], r"12-digit", 2),
     "13 digits": (["-u", "1234567890123"], r"12-digit", 2),
     "prefix with slash": (["-p", "a/b"], r"plain file name", 2),
-    "empty image": (["-i", "{tmp}/empty.img"], r"empty", 2),
+    "empty image": (["-i", "{tmp}/empty.img"], r"empty", 1),
     "cert is not a cert": (["-c", "{tmp}/disk.img"], r"not an X\.509 certificate", 1),
     "kernel without name": (["--image-type", "kernel"], r"--kernel-name", 2),
 }

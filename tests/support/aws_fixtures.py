@@ -3,7 +3,7 @@
     from tests.support.aws_fixtures import aws, aws_proxy, aws_session  # noqa: F401
 
 * `aws_session` — one `AwsStandIn` (moto with strict EC2 and EBS) for the whole session,
-  the same one for every conftest that imports it.
+  shared by every conftest that imports it.
 * `aws` — that stand-in, reset before the test (no buckets, images, snapshots; default
   fates; recorded calls cleared) and acting as `aws.account_id` for the test.
 * `aws_proxy` — a recording, fault-injecting `Proxy` in front of it, stopped after the test;
@@ -24,28 +24,24 @@ from .aws import ACCOUNT_ENV, AwsStandIn
 __all__ = ["aws", "aws_proxy", "aws_session"]
 
 
-class _Shared:
-    """The one stand-in of the test run. Each conftest that imports `aws_session` gets a
-    session fixture of its own; two stand-ins would patch moto twice, and the outer patch
-    would answer from the other's state (snapshot fates, recorded calls). So every copy
-    of the fixture hands out this one, started by the first and stopped by the last."""
-
-    stand_in: AwsStandIn | None = None
-    users = 0
+# The one stand-in of the test session and how many conftests' fixtures hold it. Each
+# conftest that imports these fixtures defines its own session fixture; two stand-ins would
+# patch moto twice (every DescribeImages would count two looks), so they share one.
+_shared: list[AwsStandIn] = []
+_holders = [0]
 
 
 @pytest.fixture(scope="session")
 def aws_session() -> Iterator[AwsStandIn]:
-    if _Shared.stand_in is None:
-        _Shared.stand_in = AwsStandIn().start()
-    _Shared.users += 1
+    if not _shared:
+        _shared.append(AwsStandIn().start())
+    _holders[0] += 1
     try:
-        yield _Shared.stand_in
+        yield _shared[0]
     finally:
-        _Shared.users -= 1
-        if _Shared.users == 0:
-            _Shared.stand_in.stop()
-            _Shared.stand_in = None
+        _holders[0] -= 1
+        if _holders[0] == 0:
+            _shared.pop().stop()
 
 
 @pytest.fixture
