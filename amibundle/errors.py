@@ -370,7 +370,12 @@ class LeftoversError(S3Error):
     ``uncertain`` ones, whose upload failed, may be there too."""
 
     def __init__(
-        self, message: str, *, bucket: str, keys: Sequence[str], uncertain: Sequence[str] = ()
+        self,
+        message: str,
+        *,
+        bucket: str = "",
+        keys: Sequence[str] = (),
+        uncertain: Sequence[str] = (),
     ) -> None:
         super().__init__(message)
         self.bucket = bucket
@@ -390,7 +395,7 @@ class Ec2CredentialsError(Ec2Error):
 class ImageFailedError(Ec2Error):
     """A registered image went to state ``failed`` instead of ``available``."""
 
-    def __init__(self, message: str, *, image_id: str) -> None:
+    def __init__(self, message: str, *, image_id: str = "") -> None:
         super().__init__(message)
         self.image_id = image_id
 
@@ -400,7 +405,7 @@ class PartialImageError(AmibundleError):
     written cannot be taken back. ``written`` is how far it got (bytes from
     the start of the image, every one before it written)."""
 
-    def __init__(self, message: str, *, written: int) -> None:
+    def __init__(self, message: str, *, written: int = 0) -> None:
         super().__init__(message)
         self.written = written
 
@@ -414,7 +419,7 @@ class InstallError(AmibundleError):
         self,
         message: str,
         *,
-        manifest_location: str,
+        manifest_location: str = "",
         image_id: str | None = None,
         hint: str | None = None,
     ) -> None:

@@ -8,7 +8,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from amibundle import s3
 from amibundle.cli._common import Announcements, command_parser, human_size, print_json, rate
@@ -25,8 +25,10 @@ from amibundle.cli._s3options import (
 )
 from amibundle.cli._values import existing_dir, existing_file
 from amibundle.cli.download import manifest_name
-from amibundle.downloading import DownloadUnbundleResult, download_unbundle
 from amibundle.errors import UsageError
+
+if TYPE_CHECKING:  # download --unbundle's parser loads this module: no compressors for it
+    from amibundle.downloading import DownloadUnbundleResult
 
 __all__ = ["build_parser", "report", "run", "unbundle_from_s3"]
 
@@ -170,6 +172,8 @@ def _stdout_stream(args: argparse.Namespace) -> Iterator[BinaryIO | None]:
 
 def unbundle_from_s3(args: argparse.Namespace, bucket: s3.BucketRef, name: str) -> None:
     """The common run of download-unbundle and download --unbundle."""
+    from amibundle.downloading import download_unbundle
+
     to_stdout = args.output == "-"
     # With the image on standard output, everything else goes to stderr.
     out = sys.stderr if to_stdout else sys.stdout
