@@ -34,7 +34,9 @@ the command line reads its flag (``--user``, ``--force``, ``--no-size-checks``):
     ├── VolumeError               bundle-vol cannot build the image as asked
     ├── MetadataUnavailable       the instance metadata service cannot be reached
     ├── DeclinedError             a question was answered no
-    └── PromptTimeout             nobody answered a question in time
+    ├── PromptTimeout             nobody answered a question in time
+    └── ImageSourceError          an image cannot be read as its format says (damaged
+                                  compressed data, a stream shorter or longer than announced)
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ __all__ = [
     "AmibundleError",
     "CertificateError",
     "DeclinedError",
+    "ImageSourceError",
     "IntegrityError",
     "KeyMismatchError",
     "LocationMismatchError",
@@ -255,3 +258,12 @@ class DeclinedError(AmibundleError):
 
 class PromptTimeout(AmibundleError):
     """Nobody answered a question in time."""
+
+
+# --- image sources -------------------------------------------------------------------------
+
+
+class ImageSourceError(AmibundleError):
+    """An image cannot be read as its format says: damaged compressed data, a
+    stream that ends before (or goes on after) the size announced, a disk
+    image qemu-img cannot map."""
