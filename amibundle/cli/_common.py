@@ -15,8 +15,10 @@ __all__ = [
     "NOTICE",
     "command_parser",
     "human_size",
+    "plural",
     "print_json",
     "rate",
+    "rate_note",
     "version_text",
 ]
 
@@ -44,6 +46,24 @@ def human_size(nbytes: float) -> str:
 
 def rate(nbytes: int, seconds: float) -> str:
     return f"{nbytes / max(seconds, 1e-6) / 1e6:.0f} MB/s"
+
+
+# Below these a rate says nothing (it would read "0 MB/s" or come from timer noise).
+_RATE_MIN_BYTES = 1 << 20
+_RATE_MIN_SECONDS = 0.05
+
+
+def rate_note(nbytes: int, seconds: float, what: str = "") -> str:
+    """`` (431 MB/s of image data)`` for a summary line; empty for amounts or
+    times too small for a rate to mean anything."""
+    if nbytes < _RATE_MIN_BYTES or seconds < _RATE_MIN_SECONDS:
+        return ""
+    return f" ({rate(nbytes, seconds)}{' ' + what if what else ''})"
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 part``, ``2 parts``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def print_json(data: Mapping[str, Any]) -> None:

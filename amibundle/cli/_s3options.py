@@ -259,7 +259,7 @@ def _bucket_ref(value: str) -> s3.BucketRef:
 
 
 def note_sigv(args: argparse.Namespace) -> None:
-    if args.sigv == "2":
+    if args.sigv == "2" and not args.quiet:
         print(
             "note: --sigv 2 is accepted for compatibility; Signature Version 4 is always used",
             file=sys.stderr,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from amibundle.cli._common import command_parser, human_size, print_json
 from amibundle.cli._options import OptionParser, Style, add_check, add_common_options, exclusive
-from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._values import choice_prefix, comma_list, existing_dir, existing_file, integer
 from amibundle.cli.bundle_image import (
     add_key_options,
@@ -67,7 +67,10 @@ def size_value(value: str) -> int | None:
     """``-s``: MiB as a (Ruby) integer, or ``auto`` (returned as None)."""
     if value == "auto":
         return None
-    return integer(value)
+    try:
+        return integer(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a number of MiB or auto") from None
 
 
 def build_parser(style: Style, prog: str) -> OptionParser:
@@ -211,6 +214,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         "--keep-partial", action="store_true", help="keep the image file after a failure"
     )
     add_output_options(parser)
+    add_progress_option(parser)
     add_common_options(parser)
     exclusive(parser, "--fstab", "--generate-fstab")
     add_check(parser, _check_combinations)
@@ -226,7 +230,7 @@ def _executable(value: str) -> Path:
 
 def _check_combinations(args: argparse.Namespace) -> None:
     if args.size is not None and args.size < 1:
-        raise UsageError(f"--size must be a positive number of MiB, not {args.size}")
+        raise UsageError(f"--size must be a positive number of MiB or auto, not {args.size}")
 
 
 def fstab_variant(args: argparse.Namespace) -> str | None:
@@ -245,16 +249,16 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
         # Everything bundling needs is checked before the long copy starts
         # (the classic found a bad key only after cloning the whole volume).
         metadata = metadata_of(args, choose_architecture(args))
-        keys = keys_of(args)
-        note_missing_mappings(args.block_device_mapping)
+        keys = keys_of(args, destination=args.destination, prefix=args.prefix)
+        note_missing_mappings(args)
         codec = codec_of(args)
-    quiet = args.json
+    quiet = args.json or args.quiet
 
     def say(line: str) -> None:
         if not quiet:
             print(line, flush=True)
 
-    with TqdmProgress(quiet=args.quiet or args.json) as progress:
+    with progress_for(args) as progress:
         result = bundle_volume(
             args.volume,
             metadata=metadata,
@@ -292,12 +296,12 @@ def _report(result: VolumeBundleResult, args: argparse.Namespace, *, tool: str) 
     if args.json:
         print_json(result.to_dict())
         return
-    if result.inherited:
+    if result.inherited and not args.quiet:
         print(f"Inherited from the instance metadata: {', '.join(result.inherited)}")
     if result.bundle is not None:
-        report(result.bundle, json_output=False, tool="bundling")
+        report(result.bundle, json_output=False, tool="bundling", quiet=args.quiet)
     print(
         f"{tool} complete: {result.files_copied} entries, {human_size(result.data_bytes)} of data "
-        f"into {result.image_path} ({result.builder} builder) in {result.seconds:.1f} s",
+        f"into {result.image_path} ({result.builder.value} builder) in {result.seconds:.1f} s",
         file=sys.stdout,
     )
