@@ -193,7 +193,7 @@ class QemuImage:
         next window is converted in the background while one is used."""
         folder = self._scratch_folder()
         chunks = [folder / "window-a.raw", folder / "window-b.raw"]
-        groups = windows(extents)
+        groups = windows(extents, WINDOW)  # read now: tests make it small
         with concurrent.futures.ThreadPoolExecutor(1, "amibundle-qemu-img") as pool:
             pending = self._convert_next(pool, groups, chunks[0])
             turn = 0
