@@ -2,8 +2,10 @@
 # Installs the system tools amibundle's demo and tests use, when missing:
 # GNU tar, gzip, openssl (independent cross-checks of our streams),
 # e2fsprogs (sample file systems), fdisk/gdisk/mount (bundle-vol's partition
-# tables and loop devices) and rsync (cross-check of bundle-vol's copy
-# rules). Uses apt when available; otherwise it only reports what is missing.
+# tables and loop devices), rsync (cross-check of bundle-vol's copy rules),
+# qemu-img, bzip2, xz, zstd (images of every format bundle-image reads) and
+# jq (the README's examples, which the tests run). Uses apt when available;
+# otherwise it only reports what is missing.
 set -euo pipefail
 
 declare -A package_of=(
@@ -11,6 +13,7 @@ declare -A package_of=(
   [mke2fs]=e2fsprogs [debugfs]=e2fsprogs [e2fsck]=e2fsprogs
   [setpriv]=util-linux [zstd]=zstd
   [sfdisk]=fdisk [sgdisk]=gdisk [losetup]=mount [rsync]=rsync
+  [qemu-img]=qemu-utils [bzip2]=bzip2 [xz]=xz-utils [jq]=jq
 )
 missing=()
 for tool in "${!package_of[@]}"; do
