@@ -383,7 +383,8 @@ def report(result: BundleResult, *, json_output: bool, tool: str, quiet: bool = 
 def run(args: argparse.Namespace, style: Style) -> int | None:
     arch = choose_architecture(args)
     metadata = metadata_of(args, arch, image_type=args.image_type, kernel_name=args.kernel_name)
-    prefix = args.prefix or ("image" if str(args.image) == STDIN else Path(args.image).name)
+    default = "image" if str(args.image) == STDIN else Path(args.image).name
+    prefix = args.prefix if args.prefix is not None else default
     keys = keys_of(args, destination=args.destination, prefix=prefix)
     note_missing_mappings(args)
     codec = codec_of(args)
