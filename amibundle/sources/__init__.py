@@ -78,6 +78,13 @@ def open_source(
 
 
 def _open_stdin(image_format: ImageFormat | None, image_size: int | None) -> ImageSource:
+    if os.isatty(0):  # nobody types an image: the pipe was forgotten
+        raise UsageError(
+            f"{{param}} - reads the image from {STDIN_LABEL}, which is a terminal here",
+            hint="pipe the image in (... | amibundle bundle-image -i - --image-size SIZE ...) "
+            "or give its path",
+            param="image",
+        )
     fd = os.dup(0)
     mode = os.fstat(fd).st_mode
     if stat.S_ISREG(mode):  # `-i - < root.img`: as good as the file

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import shutil
 import subprocess
@@ -228,6 +229,20 @@ def test_a_pipe_of_the_wrong_length_leaves_nothing(
     errors = [line for line in done.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and re.search(message, errors[0]), done.stderr
     assert tree(out) == []
+
+
+def test_a_terminal_on_stdin_is_refused_at_once(tmp_path: Path, user_id: Identity) -> None:
+    controller, terminal = pty.openpty()
+    try:
+        argv = [str(AMIBUNDLE), "bundle-image", "-i", "-", "--image-size", "1M"]
+        argv += [*user_keys(user_id), "-u", "123456789012", "-r", "x86_64", "-d", str(tmp_path)]
+        done = subprocess.run(argv, stdin=terminal, capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert done.returncode == 2
+    assert "--image - reads the image from standard input, which is a terminal" in done.stderr
+    assert tree(tmp_path) == []
 
 
 # --- what is not an image ------------------------------------------------------------------
