@@ -105,7 +105,7 @@ class ImageSource(Protocol):
 
 # --- reading streams ---------------------------------------------------------------------
 
-OpenStream = Callable[[], contextlib.AbstractContextManager[BinaryIO]]
+ErrorMapper = Callable[[], contextlib.AbstractContextManager[None]]  # turns read errors into ours
 
 
 def read_full(stream: BinaryIO, view: memoryview) -> int:
@@ -203,9 +203,6 @@ class SequentialReader:
             raise ImageSourceError(
                 f"{self._label} holds more than {self._size} bytes, the size announced"
             )
-
-
-ErrorMapper = Callable[[], contextlib.AbstractContextManager[None]]
 
 
 def zero_scan(
