@@ -10,7 +10,6 @@ The steps, each its own function so that other part sinks (S3) reuse them:
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,13 +18,14 @@ from pathlib import Path
 
 from amibundle.compression import Compression
 from amibundle.crypto import BundleKey, sign, wrap_secret
-from amibundle.files import check_directory, refuse_existing, write_atomically
+from amibundle.errors import UsageError, shorten
+from amibundle.files import check_directory, name_problem, refuse_existing
+from amibundle.folder import DirectoryPartSink, bundle_files, recover_abandoned
 from amibundle.format import manifest as mf
 from amibundle.format.manifest_writer import render, signed_sections
 from amibundle.format.tar import MemberInfo, stored_size
 from amibundle.identity import BundleKeys
 from amibundle.metadata import BundleMetadata
-from amibundle.parts import DirectoryPartSink
 from amibundle.pipeline import BundleStreamResult, Codec, bundle_stream
 from amibundle.progress import NullProgress, Progress
 from amibundle.results import JsonRecord
@@ -39,12 +39,11 @@ from amibundle.validate import (
     check_optional_record,
     check_plain_name,
     check_positive,
+    check_progress,
     check_record,
 )
 
 __all__ = ["BundleResult", "OpenImage", "bundle_image", "open_image", "signed_manifest"]
-
-_PART_NAME = re.compile(r"\.part\.[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -192,28 +191,38 @@ def bundle_image(
     content (``image_format`` forces one). Everything is checked before the
     image is read; the parts are written under temporary names and appear,
     followed by the manifest, only when the whole bundle is complete. Keys
-    made by :meth:`BundleKeys.generate_for_bundle` are written then, before
-    the manifest. ``prefix`` defaults to the image's file name (``image``
+    made by :meth:`BundleKeys.generate_for_bundle` are published with them,
+    before the manifest. ``prefix`` defaults to the image's file name (``image``
     for standard input).
     """
     started = time.monotonic()
     metadata = check_record(metadata, BundleMetadata, "metadata")
     keys = check_record(keys, BundleKeys, "keys")
     codec = check_optional_record(codec, Codec, "codec") or Codec()
+    progress = check_progress(progress)
     image_path = as_path(image, "image")
     folder = as_path(destination, "destination")
     default_name = "image" if str(image_path) == STDIN else image_path.name
     name = check_plain_name(prefix if prefix is not None else default_name, "prefix")
     check_positive(part_size, "part_size")
     check_directory(folder, "destination")
-    generated = keys.generated.paths if keys.generated is not None else ()
-    refuse_existing([*_existing_bundle_files(folder, name), *generated], force=force)
+    # The longest name a bundle writes is its manifest's.
+    manifest_name = f"{name}.manifest.xml"
+    if problem := name_problem(folder, manifest_name):
+        raise UsageError(
+            f"{{param}} is too long: {shorten(manifest_name)} {problem}", param="prefix"
+        )
+    recover_abandoned(folder)
+    generated = keys.generated_files()
+    existing = [folder / n for n in [manifest_name, *bundle_files(folder, name)]]
+    refuse_existing([*existing, *(path for path, _data in generated)], force=force)
     key = BundleKey.generate(randbytes)
     with open_image(
         image_path, name, size_checks=size_checks, image_format=image_format,
         image_size=image_size, progress=progress, notify=notify,
     ) as source:  # fmt: skip
         sink = DirectoryPartSink(folder, name, overwrite=force)
+        written: tuple[Path, ...] = ()
         try:
             stream = bundle_stream(
                 source.reader, source.member, key, sink, part_size=part_size, codec=codec,
@@ -224,17 +233,22 @@ def bundle_image(
                 name=name, metadata=metadata, keys=keys, key=key, image_size=source.size,
                 stream=stream, part_names=part_names, compression=codec.compression,
             )  # fmt: skip
-            if force:
-                _remove_stale_parts(folder, name, keep=set(part_names))
-            keys.write_generated(force=force)
-            part_paths = sink.commit(part_names)
+            here = all(path.parent.resolve() == folder.resolve() for path, _data in generated)
+            if not here:  # a key made for another folder: written there, before the manifest
+                written = keys.write_generated(force=force)
+            # Parts, the key made for the bundle, then the manifest: the bundle
+            # appears whole or not at all.
+            part_paths = sink.commit(
+                part_names,
+                manifest=(manifest_name, manifest_bytes),
+                beside=[(path.name, data) for path, data in generated] if here else [],
+            )
         except BaseException:
             sink.abort()
-            keys.remove_generated()
+            for path in written:
+                path.unlink(missing_ok=True)
             raise
-    manifest_path = folder / f"{name}.manifest.xml"
-    # The manifest comes last: a bundle without one cannot be registered half-made.
-    write_atomically(manifest_path, manifest_bytes, overwrite=force)
+    manifest_path = folder / manifest_name
     return BundleResult(
         manifest_path=manifest_path,
         part_paths=tuple(part_paths),
@@ -251,21 +265,3 @@ def bundle_image(
         generated_private_key=keys.generated.private_key if keys.generated else None,
         generated_certificate=keys.generated.certificate if keys.generated else None,
     )
-
-
-def _existing_bundle_files(destination: Path, prefix: str) -> list[Path]:
-    """The manifest and part files of a bundle called ``prefix`` in ``destination``."""
-    found = [destination / f"{prefix}.manifest.xml"]
-    for entry in os.scandir(destination):
-        name = entry.name
-        if name.startswith(prefix) and _PART_NAME.fullmatch(name[len(prefix) :]):
-            found.append(destination / name)
-    return sorted(path for path in found if os.path.lexists(path))
-
-
-def _remove_stale_parts(destination: Path, prefix: str, keep: set[str]) -> None:
-    """With ``force``, parts of an earlier bundle of the same name that the new
-    one does not overwrite would linger; remove them."""
-    for path in _existing_bundle_files(destination, prefix):
-        if path.name not in keep and path.name != f"{prefix}.manifest.xml":
-            path.unlink(missing_ok=True)

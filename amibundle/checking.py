@@ -15,6 +15,7 @@ from typing import Any
 from amibundle.compression import Compression, detect
 from amibundle.crypto import AES_BLOCK, CbcDecryptor
 from amibundle.errors import AmibundleError, IntegrityError, StorageError
+from amibundle.files import read_input
 from amibundle.format.manifest import Manifest, ParsedManifest
 from amibundle.parts import PartReader, PartSpec
 from amibundle.pipeline import read_all_parts, unbundle_stream
@@ -24,12 +25,26 @@ from amibundle.reading import (
     check_image,
     check_signature,
     local_part_specs,
+    name_problems,
     read_manifest,
 )
 from amibundle.results import JsonRecord, to_json
-from amibundle.validate import as_optional_path, as_path
+from amibundle.validate import as_optional_path, as_path, check_progress
 
-__all__ = ["ManifestReport", "VerifyReport", "inspect_manifest", "verify_bundle"]
+__all__ = ["ManifestReport", "Problem", "VerifyReport", "inspect_manifest", "verify_bundle"]
+
+
+class Problem(str):
+    """One problem :func:`verify_bundle` found: its one-line text (it is a
+    ``str``) and its ``kind``, so that a report of thousands can be summed up
+    by kind."""
+
+    kind: str
+
+    def __new__(cls, text: str, kind: str) -> Problem:
+        problem = super().__new__(cls, text)
+        problem.kind = kind
+        return problem
 
 
 @dataclass(frozen=True)
@@ -37,7 +52,7 @@ class VerifyReport(JsonRecord):
     """Every problem :func:`verify_bundle` found; ``ok`` when there are none."""
 
     manifest_path: Path
-    problems: tuple[str, ...]
+    problems: tuple[Problem, ...]
     checks: tuple[str, ...]
     parts: int
     image_size: int | None
@@ -60,33 +75,47 @@ class _Discard:
         pass
 
 
-def _part_size_problems(specs: Sequence[PartSpec], bundled_size: int) -> tuple[list[str], bool]:
+def _part_size_problems(specs: Sequence[PartSpec], bundled_size: int) -> tuple[list[Problem], bool]:
     """Problems with the parts' sizes, and whether every part is there (their
     sizes are compared only then)."""
-    problems: list[str] = []
+    problems: list[Problem] = []
     sizes: list[int] = []
     for spec in specs:
         try:
             sizes.append(spec.path.stat().st_size)
         except FileNotFoundError:
-            problems.append(f"part {spec.path.name} is missing from {spec.path.parent}")
+            problems.append(
+                Problem(f"part {spec.path.name} is missing from {spec.path.parent}", "missing part")
+            )
         except OSError as err:
-            problems.append(f"cannot read part {spec.path}: {err.strerror}")
+            problems.append(Problem(f"cannot read part {spec.path}: {err.strerror}", "unreadable"))
     if problems:
         return problems, False
     for spec, size in zip(specs[:-1], sizes[:-1], strict=True):
         if size != sizes[0]:
-            problems.append(f"part {spec.path.name} is {size} bytes; the first part is {sizes[0]}")
+            problems.append(
+                Problem(
+                    f"part {spec.path.name} is {size} bytes; the first part is {sizes[0]}", "size"
+                )
+            )
     if sizes and not 0 < sizes[-1] <= sizes[0]:
-        problems.append(f"the last part {specs[-1].path.name} has a wrong size ({sizes[-1]} bytes)")
+        problems.append(
+            Problem(
+                f"the last part {specs[-1].path.name} has a wrong size ({sizes[-1]} bytes)", "size"
+            )
+        )
     if sum(sizes) != bundled_size:
         problems.append(
-            f"the parts hold {sum(sizes)} bytes but the manifest says bundled_size {bundled_size}"
+            Problem(
+                f"the parts hold {sum(sizes)} bytes but the manifest says bundled_size "
+                f"{bundled_size}",
+                "size",
+            )
         )
     return problems, True
 
 
-def _digest_problems(specs: Sequence[PartSpec]) -> list[str]:
+def _digest_problems(specs: Sequence[PartSpec]) -> list[Problem]:
     """Checks the SHA-1 of every part, each on its own, collecting problems."""
     problems = []
     for spec in specs:
@@ -94,7 +123,7 @@ def _digest_problems(specs: Sequence[PartSpec]) -> list[str]:
         try:
             read_all_parts(reader)
         except IntegrityError as err:
-            problems.append(str(err))
+            problems.append(Problem(str(err), "part"))
         finally:
             reader.close()
     return problems
@@ -118,23 +147,29 @@ def verify_bundle(
     part sizes only when every part is there, decryption and the tar stream
     only when the stream could be read to its end.
     """
+    progress = check_progress(progress)
     manifest_path = as_path(manifest, "manifest")
     cert_path = as_optional_path(cert, "cert")
     key_path = as_optional_path(private_key, "private_key")
     parts_folder = as_optional_path(source, "source") or manifest_path.parent
     checks: list[str] = ["manifest"]
-    problems: list[str] = []
+    problems: list[Problem] = []
     try:
         parsed = read_manifest(manifest_path)
     except AmibundleError as err:
-        return VerifyReport(manifest_path, (str(err),), tuple(checks), 0, None)
+        return VerifyReport(manifest_path, (Problem(str(err), "manifest"),), tuple(checks), 0, None)
     m = parsed.manifest
     if cert_path is not None:
         checks.append("signature")
         try:
             check_signature(parsed, cert_path)
         except AmibundleError as err:
-            problems.append(str(err))
+            problems.append(Problem(str(err), "signature"))
+    checks.append("names")
+    if names := name_problems(m, parts_folder):
+        # A name no file here can have: the bundle cannot be unbundled.
+        problems += [Problem(text, "name") for text in names]
+        return VerifyReport(manifest_path, tuple(problems), tuple(checks), len(m.parts), m.size)
     specs = local_part_specs(parsed, parts_folder)
     checks.append("parts present")
     size_problems, all_present = _part_size_problems(specs, m.bundled_size)
@@ -156,19 +191,24 @@ def verify_bundle(
 
 def _stream_checks(
     parsed: ParsedManifest, specs: list[PartSpec], key_path: Path, progress: Progress | None
-) -> tuple[list[str], list[str], int]:
+) -> tuple[list[str], list[Problem], int]:
     """Decrypts and reads the whole stream: (checks done, problems, parts read)."""
     checks: list[str] = []
     reader = PartReader(specs, parsed.manifest.bundled_size)
     try:
         key = bundle_key(parsed, key_path)
         result = unbundle_stream(
-            reader, key, lambda member: _Discard(), progress=progress, stage=Stage.VERIFY
+            reader,
+            key,
+            lambda member: _Discard(),
+            expected_size=parsed.manifest.size,
+            progress=progress,
+            stage=Stage.VERIFY,
         )
         checks += ["decryption", "tar stream", "image digest"]
         check_image(parsed.manifest, result.tar_sha1, result.member)
     except AmibundleError as err:
-        return checks, [str(err)], reader.checked
+        return checks, [Problem(str(err), "stream")], reader.checked
     finally:
         reader.close()
     return checks, [], reader.checked
@@ -231,8 +271,8 @@ def _stream_compression(parsed: ParsedManifest, key_path: Path, folder: Path) ->
     key = bundle_key(parsed, key_path)
     first = local_part_specs(parsed, folder)[0].path
     try:
-        with open(first, "rb") as handle:
-            head = handle.read(2 * AES_BLOCK)
+        # Checked and opened without blocking, like every input: a FIFO is an error.
+        head = read_input(first, "part", limit=2 * AES_BLOCK)[: 2 * AES_BLOCK]
     except OSError as err:
         raise StorageError(f"cannot read part {first}: {err.strerror}") from None
     plain: list[bytes] = []

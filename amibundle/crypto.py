@@ -32,6 +32,7 @@ from amibundle.errors import (
     OutputExistsError,
     StorageError,
 )
+from amibundle.files import read_input
 
 __all__ = [
     "AES_BLOCK",
@@ -77,13 +78,22 @@ class BundleKey:
 # --- keys and certificates -------------------------------------------------
 
 
+_MAX_KEY_FILE = 1 << 20  # PEM keys and certificates are a few KiB
+
+
 def _read_pem(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
+        data = read_input(path, what, limit=_MAX_KEY_FILE)
     except FileNotFoundError:
         raise CertificateError(f"{what} {path} does not exist") from None
+    except StorageError as err:
+        raise CertificateError(str(err)) from None
     except OSError as err:
         raise CertificateError(f"cannot read {what} {path}: {err.strerror}") from None
+    if len(data) > _MAX_KEY_FILE:
+        kind = "an X.509 certificate" if what == "certificate" else "a private key"
+        raise CertificateError(f"{path} is not {kind}: it is larger than 1 MiB")
+    return data
 
 
 def load_certificate(path: Path) -> x509.Certificate:

@@ -24,23 +24,31 @@ the command line reads its flag (``--user``, ``--force``, ``--no-size-checks``):
     ├── KeyMismatchError          the private key cannot unwrap the bundle key
     ├── CertificateError          a certificate or key cannot be found or read
     ├── StorageError              local file I/O failed (missing, no space, no permission)
+    │   └── UploadSourceError         a file an upload must send is missing or unreadable
     ├── S3Error                   S3 refused or could not be reached
     │   ├── LocationMismatchError     the bucket is in another location
     │   ├── AclsDisabledError         the bucket's ACLs are disabled
     │   ├── S3CredentialsError        no credentials, or refused ones
+    │   ├── BucketNotEmptyError       delete --clear: the bundle is gone, the bucket kept
     │   └── NoSuchBucketError         the bucket does not exist
     ├── ToolNotFound              an external program is not installed
     ├── ToolError                 an external program failed
     ├── VolumeError               bundle-vol cannot build the image as asked
+    │   └── BootError                 the boot loader cannot be installed as asked
     ├── MetadataUnavailable       the instance metadata service cannot be reached
     ├── DeclinedError             a question was answered no
     ├── PromptTimeout             nobody answered a question in time
+    ├── ImageSizeError            the image is empty or larger than EC2 accepts
+    ├── BackupExistsError         migrate-manifest's <manifest>.bak is in the way
+    ├── MappingError              a kernel or ramdisk id has no match in the target region
+    ├── MappingUnavailableError   EC2 cannot be asked to map ids (unknown region, refused)
     └── ImageSourceError          an image cannot be read as its format says (damaged
                                   compressed data, a stream shorter or longer than announced)
 """
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,13 +56,19 @@ from pathlib import Path
 __all__ = [
     "AclsDisabledError",
     "AmibundleError",
+    "BackupExistsError",
+    "BootError",
+    "BucketNotEmptyError",
     "CertificateError",
     "DeclinedError",
+    "ImageSizeError",
     "ImageSourceError",
     "IntegrityError",
     "KeyMismatchError",
     "LocationMismatchError",
     "ManifestError",
+    "MappingError",
+    "MappingUnavailableError",
     "MetadataUnavailable",
     "NoSuchBucketError",
     "OutputExistsError",
@@ -65,11 +79,30 @@ __all__ = [
     "TarFormatError",
     "ToolError",
     "ToolNotFound",
+    "UploadSourceError",
     "UsageError",
     "VolumeError",
     "Spelling",
     "python_spelling",
+    "shorten",
 ]
+
+
+SHOWN_CHARACTERS = 200
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def shorten(text: str, limit: int = SHOWN_CHARACTERS) -> str:
+    """``text`` for a message: control characters escaped (a message stays
+    one line), whole when short, else its first ``limit`` characters, an
+    ellipsis and the full length. Names and values a user or an attacker
+    chose can be a megabyte long."""
+    text = _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
 
 
 def python_spelling(template: str, param: str | None) -> str:
@@ -258,6 +291,55 @@ class DeclinedError(AmibundleError):
 
 class PromptTimeout(AmibundleError):
     """Nobody answered a question in time."""
+
+
+# --- the boot loader (bundle-vol) --------------------------------------------------------
+
+
+class BootError(VolumeError):
+    """The boot loader cannot be installed into the image as asked (no GRUB,
+    no kernel in the volume, no room for GRUB's core image)."""
+
+
+# --- classic parity (issue 11) ----------------------------------------------------------
+
+
+class UploadSourceError(StorageError):
+    """A local file an upload must send (a part) is missing or unreadable. The
+    classic tools reported this as a failed upload, so it has the S3 commands'
+    failure status there."""
+
+
+class ImageSizeError(AmibundleError):
+    """The image is empty, or larger than EC2 accepts for an instance-store
+    image. Not a usage error: the command line was right, the data is not."""
+
+
+class BackupExistsError(AmibundleError):
+    """migrate-manifest keeps the original as ``<manifest>.bak`` and will not
+    overwrite an earlier backup."""
+
+
+class MappingError(AmibundleError):
+    """A kernel or ramdisk id cannot be mapped to the target region: EC2 does
+    not know it, or the target region has no image of the same owner, type and
+    manifest key."""
+
+
+class MappingUnavailableError(AmibundleError):
+    """EC2 cannot be asked to map ids: the target region is not one EC2
+    reports, or EC2 refused or could not be reached."""
+
+
+class BucketNotEmptyError(S3Error):
+    """The bundle was deleted, but the bucket was kept (as asked to remove it):
+    it holds other objects. ``deleted`` names the keys that were deleted."""
+
+    def __init__(
+        self, message: str, *, deleted: Sequence[str] = (), hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint, param="clear")
+        self.deleted = tuple(deleted)
 
 
 # --- image sources -------------------------------------------------------------------------

@@ -10,25 +10,130 @@ refuses to replace an existing file, even one that appeared meanwhile;
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from amibundle.errors import OutputExistsError, StorageError, UsageError
+from amibundle.errors import OutputExistsError, StorageError, UsageError, shorten
 
 __all__ = [
+    "WORK_PREFIX",
     "TempOutput",
+    "open_input",
+    "read_input",
+    "name_problem",
+    "process_is_gone",
     "check_directory",
     "publish",
     "refuse_existing",
     "temp_output",
     "write_all",
+    "work_prefix",
     "write_atomically",
+    "write_new",
 ]
 
 log = logging.getLogger("amibundle.files")
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def open_input(path: Path, what: str) -> int:
+    """Opens ``path`` for reading and returns the descriptor, if it is a
+    regular file (symlinks are followed, like ``tar -h``).
+
+    The file is opened without blocking and checked with fstat before
+    anything is read, so a FIFO, a device, a socket or a directory where a
+    file belongs is a clear :class:`StorageError` at once instead of a read
+    that waits forever. ``OSError`` of the open itself (a missing file, no
+    permission) is raised as is, for the caller to word."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        # A socket (or a device with no driver) cannot even be opened: name it.
+        with contextlib.suppress(OSError):
+            _refuse_other_kinds(path, what, path.stat().st_mode)
+        raise
+    try:
+        _refuse_other_kinds(path, what, os.fstat(fd).st_mode)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _refuse_other_kinds(path: Path, what: str, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise StorageError(f"{what} {path} is {kind}, not a regular file")
+
+
+def read_input(path: Path, what: str, *, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of a small input file, checked as
+    :func:`open_input` does: more than ``limit`` bytes means the file is too
+    large, which the caller words."""
+    fd = open_input(path, what)
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(limit + 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _limits(folder: str) -> tuple[int, int]:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX"), os.pathconf(folder, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return 255, 4096  # Linux's limits
+
+
+def name_problem(folder: Path, name: str) -> str | None:
+    """Why the file system of ``folder`` cannot hold a file called ``name``
+    there (a component too long, or the whole path), or None. Checked before
+    anything is created, so a hostile name is an error, not a half-made file."""
+    name_max, path_max = _limits(os.fspath(folder))
+    size = len(os.fsencode(name))
+    where = shorten(str(folder))
+    if size > name_max:
+        return f"is {size} bytes long; file names in {where} can have at most {name_max}"
+    if len(os.fsencode((folder / name).absolute())) >= path_max:
+        return f"makes a path longer than the {path_max} bytes {where} allows"
+    return None
+
+
+# Everything amibundle writes before it is complete is named
+# ".amibundle-<pid>-<random><suffix>" beside its destination: short whatever
+# the final name, and provably ours (with the process that made it) when a
+# crash leaves it behind (see amibundle.folder.recover_abandoned).
+WORK_PREFIX = ".amibundle-"
+
+
+def work_prefix() -> str:
+    """The name prefix of this process's temporary files and folders."""
+    return f"{WORK_PREFIX}{os.getpid()}-"
+
+
+def process_is_gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs (on this machine, in this pid namespace)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # someone else's process: alive
+        return False
+    return False
 
 
 def check_directory(path: Path, param: str) -> None:
@@ -68,9 +173,7 @@ class TempOutput:
         self.final = final
         self.keep_on_failure = keep_on_failure
         try:
-            fd, name = tempfile.mkstemp(
-                prefix=f".{final.name}.", suffix=".partial", dir=final.parent
-            )
+            fd, name = tempfile.mkstemp(prefix=work_prefix(), suffix=".partial", dir=final.parent)
         except OSError as err:
             raise _fail("write to", final.parent, err) from None
         self.fd = fd
@@ -157,3 +260,18 @@ def write_atomically(path: Path, data: bytes, *, overwrite: bool, mode: int = 0o
         except OSError as err:
             raise _fail("write", path, err) from None
         out.publish(overwrite=overwrite, mode=mode)
+
+
+def write_new(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Creates ``path`` with ``data``; ``path`` must not exist (not even as a
+    symbolic link). Never writes through an existing name: in bundle-vol's
+    staging tree of hard links that would change the volume itself."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            os.fchmod(fd, mode)  # whatever the umask
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise _fail("write", path, err) from None

@@ -30,7 +30,7 @@ from amibundle.ec2certs import RegionCertificate, describe_ec2_certificates, fin
 from amibundle.errors import KeyMismatchError, OutputExistsError, UsageError
 from amibundle.files import check_directory, refuse_existing, write_atomically
 from amibundle.results import JsonRecord
-from amibundle.validate import as_optional_path, as_path, check_plain_name
+from amibundle.validate import as_optional_path, as_path, check_plain_name, check_text
 
 __all__ = [
     "BundleKeys",
@@ -141,23 +141,39 @@ class BundleKeys:
             ),
         )
 
-    def write_generated(self, *, force: bool = False) -> tuple[Path, ...]:
-        """Writes a generated key and certificate (both mode 0600); returns
-        their paths (none for keys the user gave). Call it when the bundle is
-        complete, before its manifest is written: a bundle whose manifest
-        exists then always has its key beside it."""
+    def generated_files(self) -> list[tuple[Path, bytes]]:
+        """The files of a generated key and certificate, as (path, PEM
+        bytes); none for keys the user gave. A bundle's maker publishes them
+        with the bundle (mode 0600), before its manifest."""
         if self.generated is None:
-            return ()
-        identity = self.generated
-        write_private_key(identity.private_key, self.signer, overwrite=force)
+            return []
+        key_pem = self.signer.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        return [
+            (self.generated.private_key, key_pem),
+            (self.generated.certificate, self.generated.certificate_pem),
+        ]
+
+    def write_generated(self, *, force: bool = False) -> tuple[Path, ...]:
+        """Writes a generated key and certificate (both mode 0600, under a
+        temporary ``.amibundle-<pid>-...`` name until complete); returns their
+        paths (none for keys the user gave). For sinks that cannot publish
+        them with the bundle: call it when the bundle is complete, before its
+        manifest is written, so that a bundle whose manifest exists always has
+        its key beside it."""
+        written: list[Path] = []
         try:
-            write_atomically(
-                identity.certificate, identity.certificate_pem, overwrite=force, mode=0o600
-            )
+            for path, data in self.generated_files():
+                write_atomically(path, data, overwrite=force, mode=0o600)
+                written.append(path)
         except BaseException:
-            identity.private_key.unlink(missing_ok=True)
+            for path in written:
+                path.unlink(missing_ok=True)
             raise
-        return identity.paths
+        return tuple(written)
 
     def remove_generated(self) -> None:
         """Removes what :meth:`write_generated` wrote (after a later failure)."""
@@ -208,6 +224,7 @@ def keygen(
     X.509 certificate for it."""
     key_path = as_path(private_key, "private_key")
     cert_path = as_path(certificate, "certificate")
+    check_text(common_name, "common_name")
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
         raise UsageError(f"{{param}} must be at least 1, not {days!r}", param="days")
     if not force:

@@ -16,6 +16,7 @@ from amibundle.errors import UsageError
 from amibundle.format.manifest import IMAGE_TYPES, DeviceMapping
 from amibundle.validate import (
     Problems,
+    check_text,
     detect_architecture,
     normalize_account_id,
     parse_block_device_mapping,
@@ -66,6 +67,7 @@ class BundleMetadata:
             for value, param in ((kernel_id, "kernel_id"), (ramdisk_id, "ramdisk_id")):
                 problems.check(_check_optional_text, value, param)
             problems.check(_check_text_items, ancestry, "ancestry")
+            problems.check(check_text, arch, "arch", optional=True)
         return cls(
             account=account or "",
             architecture=arch or detect_architecture(),
@@ -104,7 +106,7 @@ class BundleMetadata:
         if not self.block_device_mapping and block_device_mapping:
             changes["block_device_mapping"] = parse_block_device_mapping(block_device_mapping)
             taken.append("block device mapping")
-        if ancestry:
+        if not self.ancestry and ancestry:
             changes["ancestry"] = tuple(ancestry)
             taken.append("ancestry")
         return replace(self, **changes), tuple(taken)  # type: ignore[arg-type]

@@ -2,8 +2,8 @@
 
 Writing: :class:`PartSplitter` cuts ciphertext into parts of ``part_size``
 bytes, hashing each as it streams, and hands the bytes to a :class:`PartSink`.
-The sink is the small interface the pipeline writes through: a folder today
-(:class:`DirectoryPartSink`), an S3 stream later. Part names depend on the
+The sink is the small interface the pipeline writes through: a folder
+(:class:`amibundle.folder.DirectoryPartSink`) or an S3 stream. Part names depend on the
 part *count* (spec §1, the digit rule), which is only known at the end, so a
 sink receives the final names in :meth:`PartSink.commit`.
 
@@ -16,21 +16,19 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
-import stat
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from amibundle.errors import IntegrityError, OutputExistsError, StorageError
+from amibundle.errors import IntegrityError, StorageError
+from amibundle.files import open_input
 
 __all__ = [
-    "DirectoryPartSink",
     "PartReader",
     "PartRecord",
     "PartSink",
+    "PartSource",
     "PartSplitter",
     "PartSpec",
 ]
@@ -47,7 +45,12 @@ class PartRecord:
 
 class PartSink(Protocol):
     """Where parts go. Calls come in order: ``open_part(0)``, ``write``…,
-    ``close_part``, ``open_part(1)``…, then ``commit`` or ``abort``."""
+    ``close_part``, ``open_part(1)``…, then ``commit`` or ``abort``.
+
+    The calls up to ``close_part`` come from the compressor's writer thread.
+    ``abort`` may come from another thread while a ``write`` is in progress:
+    it must make that write end promptly (return or raise), leave nothing
+    behind, and be safe to call more than once."""
 
     def open_part(self, index: int) -> None: ...
     def write(self, data: memoryview) -> None: ...
@@ -103,77 +106,11 @@ class PartSplitter:
         return self.records
 
 
-def _storage_error(action: str, path: Path, err: OSError) -> StorageError:
-    return StorageError(f"cannot {action} {path}: {err.strerror or err}")
+class PartSource(Protocol):
+    """The concatenated bytes of a bundle's parts, each checked as it is
+    read (:class:`PartReader` for files; an S3 reader for buckets)."""
 
-
-class DirectoryPartSink:
-    """Writes parts into a hidden work folder inside ``destination`` and moves
-    them to their final names on commit, so a failed or interrupted bundle
-    leaves nothing behind and a finished one appears whole."""
-
-    def __init__(self, destination: Path, prefix: str, *, overwrite: bool = False) -> None:
-        self.destination = destination
-        self.prefix = prefix
-        self.overwrite = overwrite
-        try:
-            self._work = Path(tempfile.mkdtemp(prefix=f".{prefix}.amibundle-", dir=destination))
-        except OSError as err:
-            raise _storage_error("write to", destination, err) from None
-        self._file: io.BufferedWriter | None = None
-
-    def _temp_path(self, index: int) -> Path:
-        return self._work / f"part.{index}"
-
-    def open_part(self, index: int) -> None:
-        path = self._temp_path(index)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
-        except OSError as err:
-            raise _storage_error("create", path, err) from None
-        self._file = os.fdopen(fd, "wb", buffering=0)  # type: ignore[assignment]
-
-    def write(self, data: memoryview) -> None:
-        assert self._file is not None
-        try:
-            self._file.write(data)
-        except OSError as err:
-            raise _storage_error("write", self._temp_path(-1).parent, err) from None
-
-    def close_part(self, record: PartRecord) -> None:
-        assert self._file is not None
-        try:
-            self._file.close()
-        except OSError as err:
-            raise _storage_error("write", self._temp_path(record.index), err) from None
-        self._file = None
-
-    def existing(self, names: Sequence[str]) -> list[Path]:
-        return [self.destination / n for n in names if (self.destination / n).exists()]
-
-    def commit(self, filenames: Sequence[str]) -> list[Path]:
-        if not self.overwrite and (clash := self.existing(filenames)):
-            raise OutputExistsError(clash[0])
-        finals = []
-        for index, name in enumerate(filenames):
-            final = self.destination / name
-            try:
-                self._temp_path(index).chmod(0o644)
-                self._temp_path(index).replace(final)
-            except OSError as err:
-                raise _storage_error("write", final, err) from None
-            finals.append(final)
-        self._remove_work()
-        return finals
-
-    def abort(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        self._remove_work()
-
-    def _remove_work(self) -> None:
-        shutil.rmtree(self._work, ignore_errors=True)
+    def readinto(self, buffer: memoryview) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -245,7 +182,10 @@ class PartReader(io.RawIOBase):
             return False
         spec = self._parts[self._next]
         try:
-            self._file = open(spec.path, "rb")  # noqa: SIM115 - closed in _check_current
+            fd = open_input(spec.path, "part")
+            self._file = os.fdopen(fd, "rb")  # closed in _check_current
+        except StorageError as err:
+            raise IntegrityError(str(err)) from None
         except FileNotFoundError:
             raise IntegrityError(
                 f"part {spec.path.name} is missing from {spec.path.parent}"

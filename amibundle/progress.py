@@ -25,6 +25,7 @@ class Stage(str, Enum):
     EXTRACT = "extract"
     UPLOAD = "upload"
     DOWNLOAD = "download"
+    COPY = "copy"  # server-side, bucket to bucket
 
 
 class Progress(Protocol):

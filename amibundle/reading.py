@@ -19,22 +19,29 @@ from amibundle.crypto import (
     unwrap_secret,
     verify_signature,
 )
-from amibundle.errors import IntegrityError, ManifestError, StorageError, UsageError
+from amibundle.errors import IntegrityError, ManifestError, StorageError, UsageError, shorten
+from amibundle.files import name_problem, read_input
 from amibundle.format.manifest import MAX_MANIFEST_SIZE, Manifest, ParsedManifest
 from amibundle.format.manifest_reader import parse_manifest
 from amibundle.format.tar import Member
 from amibundle.parts import PartSpec
 from amibundle.validate import as_path
 
-__all__ = ["bundle_key", "check_image", "check_signature", "local_part_specs", "read_manifest"]
+__all__ = [
+    "bundle_key",
+    "check_image",
+    "check_signature",
+    "local_part_specs",
+    "name_problems",
+    "read_manifest",
+]
 
 
 def read_manifest(path: str | os.PathLike[str]) -> ParsedManifest:
     """Reads and parses a manifest file (size-capped, hardened parser)."""
     path = as_path(path, "manifest")
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_MANIFEST_SIZE + 1)
+        data = read_input(path, "manifest", limit=MAX_MANIFEST_SIZE)
     except FileNotFoundError:
         raise UsageError(f"{{param}} {path} does not exist", param="manifest") from None
     except IsADirectoryError:
@@ -64,8 +71,26 @@ def bundle_key(parsed: ParsedManifest, private_key: Path) -> BundleKey:
     )
 
 
+def name_problems(manifest: Manifest, folder: Path) -> list[str]:
+    """The manifest's names (image, parts) that no file in ``folder`` can
+    have: longer than the file system allows. Reported before anything is
+    created or opened."""
+    problems = []
+    for what, name in [
+        ("image name", manifest.name),
+        *(("part", p.filename) for p in manifest.parts),
+    ]:
+        if problem := name_problem(folder, name):
+            problems.append(f"the manifest's {what} {shorten(repr(name))} {problem}")
+    return problems
+
+
 def local_part_specs(parsed: ParsedManifest, folder: Path) -> list[PartSpec]:
-    """The part files of a bundle in ``folder`` (names checked as plain by the reader)."""
+    """The part files of a bundle in ``folder`` (names checked as plain by
+    the reader, and here against the file system's limits)."""
+    problems = name_problems(parsed.manifest, folder)[:1]
+    if problems:
+        raise ManifestError(problems[0])
     return [PartSpec(folder / p.filename, p.digest) for p in parsed.manifest.parts]
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from amibundle.errors import StorageError
-from amibundle.format.tar import Extent
+from amibundle.format.tar import Extent, ExtentMap
 
 __all__ = [
     "ZERO_GRANULE",
@@ -42,10 +42,10 @@ _PROBE = 4096  # bytes read first to rule a granule out
 _READ_CHUNK = 1 << 20
 
 
-def data_extents(fd: int, size: int) -> list[Extent]:
+def data_extents(fd: int, size: int) -> ExtentMap:
     """The data regions of an open file, holes left out. File systems without
     ``SEEK_DATA`` report the whole file as data."""
-    extents: list[Extent] = []
+    extents = ExtentMap()
     offset = 0
     try:
         while offset < size:
@@ -57,11 +57,11 @@ def data_extents(fd: int, size: int) -> list[Extent]:
                 raise
             end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
             if end > start:
-                extents.append(Extent(start, end - start))
+                extents.append(start, end - start)
             offset = end
     except OSError as err:
         if err.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-            return [Extent(0, size)] if size else []
+            return ExtentMap([Extent(0, size)] if size else [])
         raise
     return extents
 
@@ -77,14 +77,14 @@ def _subtract(extent: Extent, holes: list[tuple[int, int]]) -> Iterator[Extent]:
         yield Extent(cursor, end_of_extent - cursor)
 
 
-def carve_zero_runs(fd: int, extents: Iterable[Extent]) -> list[Extent]:
+def carve_zero_runs(fd: int, extents: Iterable[Extent]) -> ExtentMap:
     """``extents`` with every aligned all-zero granule inside them removed.
 
     A granule whose first 4 KiB are not all zero is data: that settles nearly
     every granule of real data by reading a sixteenth of it. Only granules
     that pass the test are read whole and compared.
     """
-    carved: list[Extent] = []
+    carved = ExtentMap()
     for extent in extents:
         holes: list[tuple[int, int]] = []
         end = extent.offset + extent.length
@@ -96,7 +96,8 @@ def carve_zero_runs(fd: int, extents: Iterable[Extent]) -> list[Extent]:
                 holes[-1] = (holes[-1][0], start + ZERO_GRANULE)
             else:
                 holes.append((start, start + ZERO_GRANULE))
-        carved.extend(_subtract(extent, holes))
+        for piece in _subtract(extent, holes):
+            carved.append(piece.offset, piece.length)
     return carved
 
 
@@ -159,13 +160,43 @@ def read_image_extents(
 
 class SparseWriter:
     """Writes (offset, data) pieces into a new file, leaving holes where the
-    data is zero. :meth:`finish` sets the final size."""
+    data is zero. Pieces closer than a file system block to the one before
+    are joined (the gap written as zeros: that block is allocated anyway), so
+    a member of millions of tiny extents costs few system calls.
+    :meth:`finish` writes what is pending and sets the final size."""
+
+    _JOIN_GAP = 4096  # a smaller gap cannot be a hole
+    _JOIN_LIMIT = 1 << 20  # join pieces into writes of at most this much
 
     def __init__(self, fd: int, path_for_errors: str) -> None:
         self._fd = fd
         self._path = path_for_errors
+        self._pending = bytearray()
+        self._pending_at = 0
 
     def write(self, offset: int, data: memoryview) -> None:
+        end = self._pending_at + len(self._pending)
+        if (
+            self._pending
+            and 0 <= offset - end < self._JOIN_GAP
+            and (len(self._pending) + len(data) <= self._JOIN_LIMIT)
+        ):
+            self._pending += bytes(offset - end)
+            self._pending += data
+            return
+        self._flush()
+        if len(data) >= self._JOIN_LIMIT:
+            self._write_sparse(offset, data)
+        else:
+            self._pending_at = offset
+            self._pending += data
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._write_sparse(self._pending_at, memoryview(self._pending))
+            self._pending = bytearray()
+
+    def _write_sparse(self, offset: int, data: memoryview) -> None:
         start = 0  # first byte of ``data`` not written yet
         first = -offset % ZERO_GRANULE  # granules are aligned to file offsets
         for i in range(first, len(data) - ZERO_GRANULE + 1, ZERO_GRANULE):
@@ -183,6 +214,7 @@ class SparseWriter:
             data, offset = data[n:], offset + n
 
     def finish(self, size: int) -> None:
+        self._flush()
         try:
             os.ftruncate(self._fd, size)
         except OSError as err:

@@ -52,7 +52,10 @@ PACKAGES: Mapping[str, str] = {
     "blkid": "util-linux",
     "sfdisk": "fdisk",
     "sgdisk": "gdisk",
-    "grub-install": "grub-pc-bin",
+    "grub-mkimage": "grub-pc-bin grub2-common",
+    "mkfs.vfat": "dosfstools",
+    "mmd": "mtools",
+    "mcopy": "mtools",
     "setpriv": "util-linux",
     "udevadm": "udev",
     "qemu-img": "qemu-utils",
@@ -113,14 +116,18 @@ def run(
     log.debug("+ %s", shlex.join(words))
     data = input.encode("utf-8", "surrogateescape") if isinstance(input, str) else input
     child_env = {**os.environ, **(env or {}), "LC_ALL": "C"}
-    process = subprocess.Popen(
-        words,
-        stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
-        stdout=subprocess.PIPE if capture else None,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=child_env,
-    )
+    try:
+        process = subprocess.Popen(
+            words,
+            stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=child_env,
+        )
+    except OSError as failure:  # not executable, no "#!" line, a bad interpreter...
+        reason = f"cannot run it: {failure.strerror}"
+        raise ToolError([Path(words[0]).name, *words[1:]], 126, reason) from None
     try:
         out, err = process.communicate(data)
     except BaseException:

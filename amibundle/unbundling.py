@@ -14,7 +14,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from amibundle.files import check_directory, refuse_existing, temp_output
+from amibundle.errors import ManifestError, shorten
+from amibundle.files import check_directory, name_problem, refuse_existing, temp_output
+from amibundle.folder import recover_abandoned
 from amibundle.format.tar import Member
 from amibundle.parts import PartReader
 from amibundle.pipeline import unbundle_stream
@@ -28,7 +30,7 @@ from amibundle.reading import (
 )
 from amibundle.results import JsonRecord
 from amibundle.sparse import SparseWriter
-from amibundle.validate import as_optional_path, as_path
+from amibundle.validate import as_optional_path, as_path, check_progress
 
 __all__ = ["UnbundleResult", "unbundle"]
 
@@ -59,6 +61,7 @@ def unbundle(
     """Recreates the image of a local bundle in ``destination``; parts are read
     from ``source`` (default: the manifest's folder)."""
     started = time.monotonic()
+    progress = check_progress(progress)
     manifest_path = as_path(manifest, "manifest")
     key_path = as_path(private_key, "private_key")
     parts_folder = as_optional_path(source, "source") or manifest_path.parent
@@ -70,6 +73,9 @@ def unbundle(
         check_signature(parsed, cert_path)
     check_directory(folder, "destination")
     final = folder / m.name  # a plain file name: the manifest reader checked it
+    if problem := name_problem(folder, m.name):
+        raise ManifestError(f"the manifest's image name {shorten(repr(m.name))} {problem}")
+    recover_abandoned(folder)
     refuse_existing([final], force=force)
     key = bundle_key(parsed, key_path)
     reader = PartReader(local_part_specs(parsed, parts_folder), m.bundled_size)
@@ -78,12 +84,16 @@ def unbundle(
         def open_output(member: Member) -> SparseWriter:
             if member.name != m.name:
                 log.warning(
-                    "the image inside the bundle is named %r; writing it as %r", member.name, m.name
+                    "the image inside the bundle is named %s; writing it as %s",
+                    shorten(repr(member.name)),
+                    shorten(repr(m.name)),
                 )
             return SparseWriter(out.fd, str(final))
 
         try:
-            result = unbundle_stream(reader, key, open_output, progress=progress)
+            result = unbundle_stream(
+                reader, key, open_output, expected_size=m.size, progress=progress
+            )
         finally:
             reader.close()
         check_image(m, result.tar_sha1, result.member)

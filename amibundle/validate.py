@@ -15,11 +15,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
-from amibundle.errors import AmibundleError, UsageError
+from amibundle.errors import AmibundleError, ImageSizeError, UsageError
 from amibundle.format.manifest import DeviceMapping
 from amibundle.format.names import plain_name_problem
+from amibundle.progress import Progress
 
 __all__ = [
     "MAX_IMAGE_SIZE",
@@ -30,16 +31,21 @@ __all__ = [
     "check_image_size",
     "check_plain_name",
     "check_positive",
+    "check_progress",
     "check_optional_record",
     "check_record",
-    "image_too_large",
+    "check_text",
     "detect_architecture",
+    "image_too_large",
     "normalize_account_id",
     "parse_block_device_mapping",
     "split_product_codes",
 ]
 
 MAX_IMAGE_SIZE = 10 * 1024**3  # EC2's limit for instance-store images
+# What an AWS access key id looks like (long-term AKIA..., temporary ASIA...):
+# only such text gets the "not an account number" hint.
+_ACCESS_KEY_ID = re.compile(r"(?:AKIA|ASIA)[A-Z0-9]{0,124}", re.IGNORECASE)
 _T = TypeVar("_T")
 
 
@@ -97,7 +103,7 @@ def normalize_account_id(user: object) -> str:
     digits = user.replace("-", "") if isinstance(user, str) else None
     if digits is None or not re.fullmatch(r"[0-9]{12}", digits):
         hint = None
-        if isinstance(user, str) and user.upper().startswith(("AKIA", "ASIA")):
+        if isinstance(user, str) and _ACCESS_KEY_ID.fullmatch(user.strip()):
             hint = "an access key id (AKIA...) is not an account number"
         raise UsageError(
             f"{{param}} {user!r} is not a 12-digit AWS account number "
@@ -114,7 +120,7 @@ def split_product_codes(values: Iterable[str]) -> tuple[str, ...]:
     if isinstance(values, str):
         values = [values]
     codes: list[str] = []
-    for value in values:
+    for value in _texts(values, "product_codes"):
         for code in value.split(","):
             code = code.strip()
             if not code:
@@ -136,9 +142,13 @@ def parse_block_device_mapping(
         values = [values]
     pairs: dict[str, str] = {}
     if isinstance(values, Mapping):
-        items: Iterable[str] = (f"{k}={v}" for k, v in values.items())
+        items: Iterable[str] = (
+            f"{k}={v}" for k, v in _texts_of_mapping(values, "block_device_mapping").items()
+        )
     else:
-        items = (item for value in values for item in _items_of(value))
+        items = (
+            item for value in _texts(values, "block_device_mapping") for item in _items_of(value)
+        )
     for item in items:
         virtual, sep, rest = item.partition("=")
         device = rest.split("=", 1)[0].strip()
@@ -149,6 +159,34 @@ def parse_block_device_mapping(
             )
         pairs[virtual.strip()] = device
     return tuple(DeviceMapping(v, d) for v, d in sorted(pairs.items()))
+
+
+def _texts(values: object, param: str) -> list[str]:
+    """``values`` as a list of strings, or a UsageError naming ``param``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise UsageError(
+            f"{{param}} must be a list of strings, not {type(values).__name__}", param=param
+        )
+    texts = list(values)
+    for value in texts:
+        if not isinstance(value, str):
+            raise UsageError(
+                f"{{param}} items must be strings, not {type(value).__name__}", param=param
+            )
+    return texts
+
+
+def _texts_of_mapping(values: Mapping[Any, Any], param: str) -> dict[str, str]:
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in values.items()):
+        raise UsageError("{param} must map strings to strings", param=param)
+    return {str(k): str(v) for k, v in values.items()}
+
+
+def check_text(value: object, param: str, *, optional: bool = False) -> str | None:
+    """A string (or None when ``optional``), or a UsageError naming ``param``."""
+    if isinstance(value, str) or (optional and value is None):
+        return value
+    raise UsageError(f"{{param}} must be a string, not {type(value).__name__}", param=param)
 
 
 def _items_of(value: str) -> list[str]:
@@ -182,16 +220,16 @@ def check_image_size(size: int, *, size_checks: bool) -> None:
     if not size_checks:
         return
     if size == 0:
-        raise UsageError("the image is empty (zero bytes)")
+        raise ImageSizeError("the image is empty (zero bytes)")
     if size > MAX_IMAGE_SIZE:
         raise image_too_large(size)
 
 
-def image_too_large(size: int, *, at_least: bool = False) -> UsageError:
+def image_too_large(size: int, *, at_least: bool = False) -> ImageSizeError:
     """The error for an image over EC2's limit (``at_least``: a first pass
     stopped after ``size`` bytes, so the image is larger still)."""
     amount = f"at least {size}" if at_least else str(size)
-    return UsageError(
+    return ImageSizeError(
         f"the image is {amount} bytes, larger than EC2's 10 GiB limit for instance-store images",
         hint="{off} lifts the limit, for other clouds",
         param="size_checks",
@@ -235,6 +273,19 @@ def check_record(value: object, kind: type[_R], param: str) -> _R:
         return value
     raise UsageError(
         f"{{param}} must be a {kind.__name__}, not {type(value).__name__}", param=param
+    )
+
+
+def check_progress(value: object) -> Progress | None:
+    """A progress listener (an object with start, advance and finish), or None."""
+    if value is None or all(
+        callable(getattr(value, m, None)) for m in ("start", "advance", "finish")
+    ):
+        return cast(Progress | None, value)
+    raise UsageError(
+        f"{{param}} must have start(), advance() and finish() methods, not be a "
+        f"{type(value).__name__}",
+        param="progress",
     )
 
 

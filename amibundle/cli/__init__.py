@@ -9,18 +9,22 @@ twin, which differ only in parsing rules, a few defaults and exit codes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import signal
 import sys
 import textwrap
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from types import FrameType, ModuleType
 from typing import NoReturn
 
-from amibundle import __version__
+from amibundle import __version__, interrupts
 from amibundle.cli._common import version_text
-from amibundle.cli._errors import run_cli
+from amibundle.cli._errors import EXIT_CODES, run_cli
 from amibundle.cli._options import Style
 
 __all__ = [
@@ -33,8 +37,12 @@ __all__ = [
     "ec2_bundle_vol",
     "ec2_delete_bundle",
     "ec2_download_bundle",
+    "ec2_migrate_bundle",
+    "ec2_migrate_manifest",
     "ec2_unbundle",
     "ec2_upload_bundle",
+    "entry",
+    "exit_now",
     "main",
 ]
 
@@ -50,6 +58,8 @@ COMMANDS: dict[str, str] = {
     "upload": "upload",
     "download": "download",
     "delete": "delete",
+    "migrate-manifest": "migrate_manifest",
+    "migrate-bundle": "migrate_bundle",
 }
 CLASSIC_TOOLS: dict[str, str] = {
     "ec2-bundle-image": "bundle_image",
@@ -58,6 +68,8 @@ CLASSIC_TOOLS: dict[str, str] = {
     "ec2-upload-bundle": "upload",
     "ec2-download-bundle": "download",
     "ec2-delete-bundle": "delete",
+    "ec2-migrate-manifest": "migrate_manifest",
+    "ec2-migrate-bundle": "migrate_bundle",
 }
 
 
@@ -96,22 +108,78 @@ def _setup_logging(debug: bool) -> None:
     logger.propagate = False
 
 
-def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
-    # SIGTERM unwinds like Ctrl-C, so every cleanup (temporary files) runs.
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """The first SIGINT or SIGTERM unwinds like Ctrl-C, so every cleanup runs
+    (temporary files, parts, objects in a bucket). Later ones are only noted:
+    a second Ctrl-C must not cut the cleanup of the first short. During the
+    few steps that must finish once begun, the interrupt waits for them."""
+    if interrupts.defer():
+        return
+    for number in _STOP_SIGNALS:
+        signal.signal(number, _already_stopping)
     raise KeyboardInterrupt
 
 
-def _run_module(module: ModuleType, style: Style, prog: str, argv: Sequence[str]) -> int:
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminate)
-    parser = module.build_parser(style, prog)
+def _already_stopping(signum: int, frame: FrameType | None) -> None:
+    sys.stderr.write("(already stopping: cleaning up)\n")
 
-    def body(args: argparse.Namespace) -> int | None:
-        _setup_logging(args.debug)
-        status: int | None = module.run(args, style)
-        return status
 
-    return run_cli(parser, argv, body)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _signal_handlers() -> Iterator[None]:
+    """Ours while a command runs, unless an embedding program set its own;
+    the previous ones are put back after (tests run commands in-process)."""
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    previous = {number: signal.getsignal(number) for number in defaults}
+    ours = [number for number, default in defaults.items() if previous[number] is default]
+    for number in ours:
+        signal.signal(number, _interrupt)
+    try:
+        yield
+    finally:
+        for number in ours:
+            signal.signal(number, previous[number])
+
+
+def _run_module(name: str, style: Style, prog: str, argv: Sequence[str]) -> int:
+    with _signal_handlers():
+        try:
+            module = command_module(name)  # loads the command's dependencies: takes a moment
+            parser = module.build_parser(style, prog)
+        except KeyboardInterrupt:
+            sys.stderr.write(f"{prog}: interrupted\n")
+            return EXIT_CODES[style].interrupted
+
+        def body(args: argparse.Namespace) -> int | None:
+            _setup_logging(args.debug)
+            status: int | None = module.run(args, style)
+            return status
+
+        return run_cli(parser, argv, body)
+
+
+def exit_now(status: int) -> NoReturn:
+    """Exits with ``status`` once the command has returned. Worker threads
+    left waiting on the network (an S3 request after Ctrl-C) get a moment
+    to end; the process does not wait longer for them, so a command always
+    ends within about two seconds of being interrupted."""
+    # The command is over: a signal now must not turn its status into a kill
+    # (Python gives signals back their default action while it shuts down).
+    for number in _STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    deadline = time.monotonic() + 1.5
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    others = [t for t in threading.enumerate() if t is not threading.current_thread()]
+    if any(thread.is_alive() and not thread.daemon for thread in others):
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,41 +198,54 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Try 'amibundle --help'.\n"
         )
         return 2
-    return _run_module(command_module(module), Style.MODERN, f"amibundle {args[0]}", args[1:])
+    return _run_module(module, Style.MODERN, f"amibundle {args[0]}", args[1:])
 
 
 def classic_main(tool: str, argv: Sequence[str] | None = None) -> int:
     """A classic ``ec2-*`` tool; returns the exit status."""
     return _run_module(
-        command_module(CLASSIC_TOOLS[tool]),
+        CLASSIC_TOOLS[tool],
         Style.CLASSIC,
         tool,
         sys.argv[1:] if argv is None else argv,
     )
 
 
+def entry() -> NoReturn:
+    """The ``amibundle`` command."""
+    exit_now(main())
+
+
 def ec2_bundle_image() -> NoReturn:
-    sys.exit(classic_main("ec2-bundle-image"))
+    exit_now(classic_main("ec2-bundle-image"))
 
 
 def ec2_bundle_vol() -> NoReturn:
-    sys.exit(classic_main("ec2-bundle-vol"))
+    exit_now(classic_main("ec2-bundle-vol"))
 
 
 def ec2_unbundle() -> NoReturn:
-    sys.exit(classic_main("ec2-unbundle"))
+    exit_now(classic_main("ec2-unbundle"))
 
 
 def ec2_upload_bundle() -> NoReturn:
-    sys.exit(classic_main("ec2-upload-bundle"))
+    exit_now(classic_main("ec2-upload-bundle"))
 
 
 def ec2_download_bundle() -> NoReturn:
-    sys.exit(classic_main("ec2-download-bundle"))
+    exit_now(classic_main("ec2-download-bundle"))
 
 
 def ec2_delete_bundle() -> NoReturn:
-    sys.exit(classic_main("ec2-delete-bundle"))
+    exit_now(classic_main("ec2-delete-bundle"))
+
+
+def ec2_migrate_manifest() -> NoReturn:
+    sys.exit(classic_main("ec2-migrate-manifest"))
+
+
+def ec2_migrate_bundle() -> NoReturn:
+    sys.exit(classic_main("ec2-migrate-bundle"))
 
 
 def ec2_ami_tools_version() -> NoReturn:

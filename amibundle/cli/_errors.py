@@ -15,8 +15,16 @@ unexpected exception          1       1
 ============================  ======  =======
 
 The classic codes of ``classic-cli.md`` §1.6 that depend on the error are
-in :data:`CLASSIC_CODES` (3 for S3, 10 for a bucket elsewhere, 12 for
-metadata asked for and unreachable, 5 for a question nobody answered).
+in :data:`CLASSIC_CODES`: 3 for S3 (and for a part an upload cannot read,
+which the classic reported as a failed upload), 10 for a bucket elsewhere,
+12 for metadata asked for and unreachable, 5 for a question nobody
+answered, 2 for migrate-manifest's backup in the way, 6 for an id that
+cannot be mapped and 7 for a mapping EC2 cannot be asked for. The modern
+family keeps its three codes for all of these (1; 2 for usage; 8 for
+"no"): a script tells them apart by the message, and ``1`` stays "the
+command failed". Only a :class:`UsageError` gets the "Try --help" line, so
+an image that is too large or empty (:class:`ImageSizeError`) is 254 /
+1 without it, as the classic reported it.
 Messages name options as the command spells them: an error about the
 library parameter ``user`` reads ``--user`` here (see
 :meth:`amibundle.errors.AmibundleError.render`).
@@ -35,12 +43,16 @@ from typing import TextIO
 from amibundle.cli._options import EarlyExit, OptionParser, Style, parse_args
 from amibundle.errors import (
     AmibundleError,
+    BackupExistsError,
     DeclinedError,
     LocationMismatchError,
+    MappingError,
+    MappingUnavailableError,
     MetadataUnavailable,
     PromptTimeout,
     S3Error,
     Spelling,
+    UploadSourceError,
     UsageError,
 )
 
@@ -75,8 +87,12 @@ EXIT_CODES: Mapping[Style, ExitCodes] = {Style.MODERN: MODERN_EXIT, Style.CLASSI
 CLASSIC_CODES: tuple[tuple[type[AmibundleError], int], ...] = (
     (LocationMismatchError, 10),
     (S3Error, 3),
+    (UploadSourceError, 3),
     (MetadataUnavailable, 12),
     (PromptTimeout, 5),
+    (BackupExistsError, 2),
+    (MappingError, 6),
+    (MappingUnavailableError, 7),
 )
 BOTH_CODES: tuple[tuple[type[AmibundleError], int], ...] = ((DeclinedError, 8),)
 

@@ -33,6 +33,7 @@ from amibundle.cli._values import or_list
 from amibundle.errors import UsageError
 
 __all__ = [
+    "CLASSIC_COMMON_LONGS",
     "EarlyExit",
     "OptionParser",
     "Style",
@@ -68,6 +69,9 @@ _COMMON_ATTR = "_amibundle_common"
 # Namespace attribute through which the parser reports the options it saw.
 _SEEN_ATTR = "_amibundle_seen"
 _EARLY_PRECEDENCE = ("version", "help", "manual")
+# The common options every classic tool has (classic-cli.md §1.3); part of each
+# tool's classic set.
+CLASSIC_COMMON_LONGS = ("--help", "--version", "--manual", "--batch", "--debug")
 # The library's parameter names that the options spell differently.
 PARAM_DESTS: dict[str, str] = {
     "private_key": "privatekey",
@@ -147,6 +151,8 @@ class OptionParser(argparse.ArgumentParser):
         self._action_groups.remove(self.mandatory_group)
         self._action_groups.insert(self._action_groups.index(self._optionals), self.mandatory_group)
         self._exclusives: list[_Exclusive] = []
+        # The classic tool's own long options, resolved first (see keep_classic_abbreviations).
+        self._classic_longs: tuple[str, ...] = ()
         self._checks: list[Callable[[argparse.Namespace], None]] = []
         # Library parameter -> option destination, where their names differ
         # (``private_key`` -> ``privatekey``): errors name the parameter.
@@ -293,11 +299,30 @@ class OptionParser(argparse.ArgumentParser):
             break
         return index
 
+    def keep_classic_abbreviations(self, longs: Iterable[str]) -> None:
+        """Resolve abbreviations among the classic tool's long options first.
+
+        Ruby took any unique prefix of a long option, and scripts use them
+        (``--k`` for ``--kernel``). Options we added may share such a prefix
+        (``--kernel-name``); in the classic style a prefix that named exactly
+        one of ``longs`` keeps naming it. Only prefixes that name none (or
+        several) of them are looked up among all the options.
+        """
+        unknown = [flag for flag in longs if flag not in self._option_string_actions]
+        if unknown:
+            raise TypeError(f"{self.prog}: classic options without a declaration: {unknown}")
+        self._classic_longs = tuple(longs)
+
     def _resolve_long(self, name: str) -> tuple[argparse.Action, str]:
-        """Find the action for ``--name`` or a unique prefix of a long option."""
+        """Find the action for ``--name`` or a unique prefix of a long option
+        (classic style: of a classic option first)."""
         exact = self._option_string_actions.get(name)
         if exact is not None:
             return exact, name
+        if self.style is Style.CLASSIC:
+            classic = [flag for flag in self._classic_longs if flag.startswith(name)]
+            if len(classic) == 1:
+                return self._option_string_actions[classic[0]], classic[0]
         candidates: dict[int, tuple[argparse.Action, str]] = {}
         for flag, action in self._option_string_actions.items():
             if flag.startswith("--") and flag.startswith(name):

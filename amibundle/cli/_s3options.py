@@ -13,24 +13,30 @@ the help's "mandatory" group and its usage line itself.
 
 Adding options to a classic parser can make a unique prefix that classic
 scripts use ambiguous (``--pr`` meant ``--prefix`` to ``ec2-delete-bundle``
-before ``--profile`` existed). :func:`keep_classic_abbreviations` adds hidden
-aliases for exactly those prefixes, so every classic command line keeps
-working.
+before ``--profile`` existed). :func:`finish_s3_parser` has the classic
+parser resolve the classic tool's options first
+(:meth:`~amibundle.cli._options.OptionParser.keep_classic_abbreviations`),
+so every classic command line keeps working.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import ipaddress
 import re
-import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from amibundle import s3
-from amibundle.cli._options import OptionParser, Style, add_check, add_common_options
+from amibundle.cli._common import Announcements
+from amibundle.cli._options import (
+    CLASSIC_COMMON_LONGS,
+    OptionParser,
+    Style,
+    add_check,
+    add_common_options,
+)
 from amibundle.cli._values import integer
 from amibundle.errors import AmibundleError, UsageError
 
@@ -47,7 +53,6 @@ __all__ = [
     "endpoint_url",
     "is_v2_safe",
     "jobs",
-    "keep_classic_abbreviations",
     "note_sigv",
     "region_name",
     "settings_from",
@@ -57,8 +62,6 @@ __all__ = [
 RETRY_ATTEMPTS = 5
 DEFAULT_ATTEMPTS = s3.S3Settings().attempts
 DEFAULT_JOBS = s3.S3Settings().jobs
-# The common options every classic tool has (§1.3); part of each tool's classic set.
-CLASSIC_COMMON_LONGS = ("--help", "--version", "--manual", "--batch", "--debug")
 
 # botocore's own check of a region name, applied while parsing so a typo is a
 # usage error and not an internal one when the client is made.
@@ -183,48 +186,6 @@ def add_s3_options(parser: OptionParser) -> None:
     )
 
 
-def keep_classic_abbreviations(parser: OptionParser, classic_longs: Iterable[str]) -> None:
-    """Hidden aliases for the abbreviations our added options made ambiguous.
-
-    ``classic_longs`` are the long options the classic tool had. Any prefix that
-    named exactly one of them there but resolves differently here (ambiguous
-    now) gets a hidden option of its own doing the same thing.
-    """
-    classic = tuple(classic_longs)
-    for long in classic:
-        action = parser._option_string_actions[long]
-        for end in range(3, len(long)):
-            prefix = long[:end]
-            if _classic_meaning(prefix, classic) != long:
-                continue
-            if _current_meaning(parser, prefix) is action:
-                continue
-            alias = copy.copy(action)
-            alias.option_strings = [prefix]
-            alias.help = argparse.SUPPRESS
-            alias.default = argparse.SUPPRESS
-            parser._add_action(alias)
-
-
-def _classic_meaning(prefix: str, classic: Sequence[str]) -> str | None:
-    if prefix in classic:
-        return prefix
-    matches = [long for long in classic if long.startswith(prefix)]
-    return matches[0] if len(matches) == 1 else None
-
-
-def _current_meaning(parser: OptionParser, prefix: str) -> argparse.Action | None:
-    exact = parser._option_string_actions.get(prefix)
-    if exact is not None:
-        return exact
-    matches = {
-        id(action): action
-        for flag, action in parser._option_string_actions.items()
-        if flag.startswith("--") and flag.startswith(prefix)
-    }
-    return next(iter(matches.values())) if len(matches) == 1 else None
-
-
 # -- post-parse checks ---------------------------------------------------------------
 
 
@@ -252,18 +213,25 @@ def _bucket_ref(value: str) -> s3.BucketRef:
     try:
         return s3.parse_bucket(value)
     except AmibundleError as error:
-        raise UsageError(f"invalid value for --bucket: {error}", hint=error.hint) from None
+        spell = lambda param, off: "--bucket"  # noqa: E731 - the one flag here
+        raise UsageError(
+            f"invalid value for --bucket: {error.render(spell)}", hint=error.render_hint(spell)
+        ) from None
 
 
 # -- using the options ------------------------------------------------------------------
 
 
-def note_sigv(args: argparse.Namespace) -> None:
-    if args.sigv == "2" and not args.quiet:
-        print(
-            "note: --sigv 2 is accepted for compatibility; Signature Version 4 is always used",
-            file=sys.stderr,
-        )
+def note_sigv(args: argparse.Namespace, notes: Announcements | None = None) -> None:
+    """The note about ``--sigv 2``: held in ``notes`` when given, else printed
+    now; silenced by ``-q`` either way."""
+    if args.sigv != "2":
+        return
+    line = "note: --sigv 2 is accepted for compatibility; Signature Version 4 is always used"
+    if notes is not None:
+        notes.add(line, stderr=True)
+    else:
+        Announcements.of(args).say(line, stderr=True)
 
 
 def settings_from(args: argparse.Namespace, *, region: str | None = None) -> s3.S3Settings:
@@ -316,7 +284,7 @@ def finish_s3_parser(
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     add_common_options(parser)
     if style is Style.CLASSIC:
-        keep_classic_abbreviations(parser, classic_longs)
+        parser.keep_classic_abbreviations(classic_longs)
     add_check(parser, check)
     return parser
 

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 from amibundle.bundling import BundleResult, bundle_image
-from amibundle.cli._common import command_parser, human_size, plural, print_json, rate_note
+from amibundle.cli._common import (
+    Announcements,
+    command_parser,
+    human_size,
+    plural,
+    print_json,
+    rate_note,
+)
 from amibundle.cli._options import (
+    CLASSIC_COMMON_LONGS,
     OptionParser,
     Style,
     add_check,
@@ -25,16 +33,16 @@ from amibundle.format.manifest import DEFAULT_PART_SIZE
 from amibundle.identity import BundleKeys
 from amibundle.metadata import BundleMetadata
 from amibundle.pipeline import Codec
-from amibundle.sources import STDIN, ImageFormat
-from amibundle.validate import detect_architecture
+from amibundle.sources import STDIN, ImageFormat, file_format
+from amibundle.validate import check_image_size, detect_architecture
 
 __all__ = [
+    "CLASSIC_LONGS",
     "add_key_options",
     "build_parser",
     "byte_size",
     "keys_of",
     "run",
-    "say_note",
 ]
 
 DESCRIPTION = (
@@ -63,6 +71,24 @@ Examples:
   curl -s https://example.com/root.img | amibundle bundle-image -i - --image-size 8G ...
 """
 KNOWN_ARCHITECTURES = ("i386", "x86_64")
+# The classic tool's long options (classic-cli.md §1.3, §2.2): their unique
+# prefixes keep their meaning in ec2-bundle-image whatever we add.
+CLASSIC_LONGS = (
+    *CLASSIC_COMMON_LONGS,
+    "--cert",
+    "--privatekey",
+    "--user",
+    "--image",
+    "--destination",
+    "--ec2cert",
+    "--arch",
+    "--productcodes",
+    "--no-size-checks",
+    "--kernel",
+    "--ramdisk",
+    "--block-device-mapping",
+    "--prefix",
+)
 
 
 def add_key_options(parser: OptionParser, *, waived_by: str | None = None) -> None:
@@ -200,13 +226,21 @@ def byte_size(value: str) -> int:
 
 
 def image_value(value: str) -> Path | str:
-    """``-i``: ``-`` (standard input) or a path that exists (a folder is
-    refused by the library, with a pointer at bundle-vol)."""
+    """``-i``: ``-`` (standard input) or a regular file, checked at once like
+    every file option (a FIFO or a device would make bundling wait; a
+    directory gets a pointer at bundle-vol)."""
     if value == STDIN:
         return value
     path = Path(value)
     if not value or not path.exists():
         raise argparse.ArgumentTypeError(f"{value!r}: no such file")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: not a regular file but a directory (to bundle a tree of files, "
+            "make an image of it with bundle-vol)"
+        )
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value!r}: not a regular file")
     return path
 
 
@@ -265,11 +299,13 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     add_output_options(parser)
     add_progress_option(parser)
     add_common_options(parser)
+    if style is Style.CLASSIC:
+        parser.keep_classic_abbreviations(CLASSIC_LONGS)
     return parser
 
 
 def choose_architecture(args: argparse.Namespace) -> str:
-    """-r, else the detected one (offered for change when interactive); an
+    """-r, else the detected one (offered for change unless --batch); an
     unusual value must be confirmed, as with the classic tools."""
     arch: str = args.arch or ask_value(
         "Please specify a value for arch", detect_architecture(), batch=args.batch
@@ -283,41 +319,52 @@ def choose_architecture(args: argparse.Namespace) -> str:
     return arch
 
 
-def say_note(args: argparse.Namespace, line: str, *, stderr: bool = False) -> None:
-    """A ``note:``/``warning:`` line: silenced by -q, and kept off stdout with --json."""
-    if getattr(args, "quiet", False):
-        return
-    print(line, file=sys.stderr if stderr or getattr(args, "json", False) else sys.stdout)
-
-
-def codec_of(args: argparse.Namespace) -> Codec:
+def codec_of(args: argparse.Namespace, notes: Announcements) -> Codec:
     compression = Compression(args.compress)
     if compression is Compression.ZSTD:
-        say_note(
-            args,
+        notes.add(
             "warning: zstd bundles cannot be registered in EC2; use them only elsewhere",
             stderr=True,
         )
     return Codec(compression, args.compress_level, args.threads)
 
 
-def note_missing_mappings(args: argparse.Namespace) -> None:
-    mappings: list[str] = args.block_device_mapping
+def note_missing_mappings(mappings: list[str], notes: Announcements) -> None:
     given = {item.split("=", 1)[0].strip() for value in mappings for item in value.split(",")}
     for name in ("ami", "root"):
         if mappings and name not in given:
-            say_note(
-                args,
+            notes.add(
                 f"note: the block device mapping has no {name!r} entry; EC2 applies a "
-                "default at launch",
+                "default at launch"
             )
 
 
-def keys_of(args: argparse.Namespace, *, destination: Path, prefix: str) -> BundleKeys:
+def checked_metadata(
+    args: argparse.Namespace,
+    notes: Announcements,
+    *,
+    destination: Path,
+    prefix: str,
+    image_type: str = "machine",
+    kernel_name: str | None = None,
+) -> tuple[BundleMetadata, BundleKeys]:
+    """Every manifest field and key checked first (see :func:`keys_of`);
+    only then is the architecture asked for (a question is output too, and
+    must not come before an error about another argument)."""
+    metadata = metadata_of(
+        args, args.arch or detect_architecture(), image_type=image_type, kernel_name=kernel_name
+    )
+    keys = keys_of(args, notes, destination=destination, prefix=prefix)
+    return replace(metadata, architecture=choose_architecture(args)), keys
+
+
+def keys_of(
+    args: argparse.Namespace, notes: Announcements, *, destination: Path, prefix: str
+) -> BundleKeys:
     """-c, -k, --ec2cert and --region, loaded and checked; without -c and -k,
     a new key and certificate for the bundle ``prefix`` (written beside it, in
-    ``destination``, when it is complete), said in one line. bundle-vol and
-    bundle-upload use it too."""
+    ``destination``, when it is complete), said in one note. bundle-vol uses
+    it too."""
     if args.cert is None and args.privatekey is None:
         keys = BundleKeys.generate_for_bundle(
             destination,
@@ -327,11 +374,10 @@ def keys_of(args: argparse.Namespace, *, destination: Path, prefix: str) -> Bund
             force=getattr(args, "force", False),
         )
         assert keys.generated is not None
-        say_note(
-            args,
+        notes.add(
             "note: no -c/-k given: this bundle gets its own new key and certificate, "
             f"written beside it as {keys.generated.private_key} and "
-            f"{keys.generated.certificate} (keep the key: unbundling needs it)",
+            f"{keys.generated.certificate} (keep the key: unbundling needs it)"
         )
         return keys
     return BundleKeys.load(
@@ -380,16 +426,47 @@ def report(result: BundleResult, *, json_output: bool, tool: str, quiet: bool = 
         )
 
 
+def check_image(args: argparse.Namespace) -> None:
+    """The size of a raw image file, before any question or line is printed
+    (the library checks it again as it opens the image; the image size of
+    other formats is known only once the library reads them)."""
+    if str(args.image) == STDIN:
+        return
+    path = Path(args.image)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # the library reports it
+    if not path.is_file():
+        return  # a folder, FIFO or device: the library says what it is, without reading it
+    if size and _image_format(args, path) is not ImageFormat.RAW:
+        return  # compressed, or a disk format: the image is not the file's size
+    check_image_size(size, size_checks=not args.no_size_checks)
+
+
+def _image_format(args: argparse.Namespace, path: Path) -> ImageFormat:
+    if args.image_format != "auto":
+        return ImageFormat(args.image_format)
+    return file_format(path)
+
+
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    arch = choose_architecture(args)
-    metadata = metadata_of(args, arch, image_type=args.image_type, kernel_name=args.kernel_name)
+    check_image(args)
     default = "image" if str(args.image) == STDIN else Path(args.image).name
     prefix = args.prefix if args.prefix is not None else default
-    keys = keys_of(args, destination=args.destination, prefix=prefix)
-    note_missing_mappings(args)
-    codec = codec_of(args)
-    if not args.json and not args.quiet:
-        print(f"Bundling {args.image} into {args.destination} ...", flush=True)
+    notes = Announcements.of(args)
+    metadata, keys = checked_metadata(
+        args,
+        notes,
+        destination=args.destination,
+        prefix=prefix,
+        image_type=args.image_type,
+        kernel_name=args.kernel_name,
+    )
+    if not args.json:
+        notes.add(f"Bundling {args.image} into {args.destination} ...")
+    note_missing_mappings(args.block_device_mapping, notes)
+    codec = codec_of(args, notes)
     with progress_for(args) as progress:
         result = bundle_image(
             args.image,
@@ -403,8 +480,8 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             force=args.force,
             image_format=None if args.image_format == "auto" else args.image_format,
             image_size=args.image_size,
-            progress=progress,
-            notify=lambda line: say_note(args, f"note: {line}"),
+            progress=notes.progress(progress),
+            notify=notes.notify(),
         )
     report(
         result,

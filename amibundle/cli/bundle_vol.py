@@ -7,26 +7,32 @@ import os
 import sys
 from pathlib import Path
 
-from amibundle.cli._common import command_parser, human_size, print_json
-from amibundle.cli._options import OptionParser, Style, add_check, add_common_options, exclusive
+from amibundle.cli._common import Announcements, command_parser, human_size, print_json
+from amibundle.cli._options import (
+    CLASSIC_COMMON_LONGS,
+    OptionParser,
+    Style,
+    add_check,
+    add_common_options,
+    exclusive,
+)
 from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._values import choice_prefix, comma_list, existing_dir, existing_file, integer
 from amibundle.cli.bundle_image import (
     add_key_options,
     add_manifest_options,
     add_output_options,
-    choose_architecture,
+    checked_metadata,
     codec_of,
-    keys_of,
-    metadata_of,
     note_missing_mappings,
     report,
 )
 from amibundle.errors import UsageError
+from amibundle.volume.boot import BootMode
 from amibundle.volume.bundle import DEFAULT_SIZE_MIB, VolumeBundleResult, bundle_volume
 from amibundle.volume.plan import EXT_TYPES, Builder, PartitionTable
 
-__all__ = ["DESCRIPTION", "MANUAL", "build_parser", "run"]
+__all__ = ["CLASSIC_LONGS", "DESCRIPTION", "MANUAL", "build_parser", "run"]
 
 DESCRIPTION = (
     "Make an image file from a volume (normally /) and bundle it, as root with a loop "
@@ -45,9 +51,18 @@ are copied. The image gets empty mnt proc sys dev and the nodes dev/null, zero,
 tty and console.
 
 Builders (--builder, chosen automatically): "loop" (root and a loop device: mkfs,
-mount, copy; any of ext2/3/4, xfs, btrfs; installs GRUB into partitioned images)
-and "rootless" (no root, no mount: mke2fs -d from a hard-linked staging view of
-the volume, then debugfs for device nodes and owners; ext2/3/4).
+mount, copy; any of ext2/3/4, xfs, btrfs) and "rootless" (no root, no mount:
+mke2fs -d from a hard-linked staging view of the volume, then debugfs for device
+nodes and owners; ext2/3/4).
+
+Partitioned images get GRUB 2 (unless --no-bootloader) from either builder,
+written into the image file without loop devices: for --boot-mode legacy-bios
+(the default) the MBR and the core image (after the MBR, or in the GPT's BIOS
+boot partition); for --boot-mode uefi (GPT) BOOTX64.EFI in an EFI system
+partition. GRUB's modules are the volume's own (usr/lib/grub) when it has them,
+else this machine's (grub-pc-bin / grub-efi-amd64-bin); /boot/grub/grub.cfg
+boots the volume's newest /boot/vmlinuz-* with the root found by UUID (PARTUUID
+without an initrd).
 
 The image is -s MiB (default {DEFAULT_SIZE_MIB}, sparse) or "--size auto" (the data plus
 headroom); the data is checked to fit before copying. File system type, label and
@@ -61,6 +76,38 @@ Examples:
   amibundle bundle-vol -v ./rootfs --size auto --fs-type ext4 --generate-fstab=modern \\
       --no-inherit -c cert.pem -k pk.pem -u 123456789012 -r x86_64 -d out/
 """
+
+
+# The classic tool's long options (classic-cli.md §1.3, §3.2).
+CLASSIC_LONGS = (
+    *CLASSIC_COMMON_LONGS,
+    "--cert",
+    "--privatekey",
+    "--user",
+    "--destination",
+    "--ec2cert",
+    "--arch",
+    "--productcodes",
+    "--no-size-checks",
+    "--kernel",
+    "--ramdisk",
+    "--block-device-mapping",
+    "--all",
+    "--exclude",
+    "--include",
+    "--no-filter",
+    "--prefix",
+    "--clone-only",
+    "--size",
+    "--inherit",
+    "--no-inherit",
+    "--volume",
+    "--fstab",
+    "--generate-fstab",
+    "--grub-config",
+    "--partition",
+    "--script",
+)
 
 
 def size_value(value: str) -> int | None:
@@ -211,11 +258,21 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         help="do not install GRUB into a partitioned image",
     )
     parser.add_argument(
+        "--boot-mode",
+        metavar="MODE",
+        type=choice_prefix([mode.value for mode in BootMode]),
+        default=BootMode.LEGACY_BIOS.value,
+        help="legacy-bios (default) or uefi (a GPT image with an EFI system partition); "
+        "EC2's BootMode for registering the image",
+    )
+    parser.add_argument(
         "--keep-partial", action="store_true", help="keep the image file after a failure"
     )
     add_output_options(parser)
     add_progress_option(parser)
     add_common_options(parser)
+    if style is Style.CLASSIC:
+        parser.keep_classic_abbreviations(CLASSIC_LONGS)
     exclusive(parser, "--fstab", "--generate-fstab")
     add_check(parser, _check_combinations)
     return parser
@@ -245,20 +302,26 @@ def fstab_variant(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace, style: Style) -> int | None:
     classic = style is Style.CLASSIC
     metadata = keys = codec = None
+    notes = Announcements.of(args)
     if not args.clone_only:
         # Everything bundling needs is checked before the long copy starts
         # (the classic found a bad key only after cloning the whole volume).
-        metadata = metadata_of(args, choose_architecture(args))
-        keys = keys_of(args, destination=args.destination, prefix=args.prefix)
-        note_missing_mappings(args)
-        codec = codec_of(args)
+        metadata, keys = checked_metadata(
+            args, notes, destination=args.destination, prefix=args.prefix
+        )
+        note_missing_mappings(args.block_device_mapping, notes)
+        codec = codec_of(args, notes)
     quiet = args.json or args.quiet
 
-    def say(line: str) -> None:
+    def print_line(line: str) -> None:
         if not quiet:
             print(line, flush=True)
 
-    with progress_for(args) as progress:
+    # The notes wait for the library's first step: it checks its own inputs
+    # (size, paths, outputs) before that.
+    say = notes.notify(print_line)
+    with progress_for(args) as bars:
+        progress = notes.progress(bars)
         result = bundle_volume(
             args.volume,
             metadata=metadata,
@@ -280,6 +343,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             fs_type=args.fs_type,
             label=args.label,
             bootloader=not args.no_bootloader,
+            boot_mode=args.boot_mode,
             keep_partial=args.keep_partial,
             size_checks=not args.no_size_checks,
             force=args.force,

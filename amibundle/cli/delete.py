@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import io
-import select
 import sys
 from collections.abc import Callable
 from typing import TextIO
 
 from amibundle import s3
+from amibundle.cli import _prompt
 from amibundle.cli._common import command_parser, print_json
 from amibundle.cli._errors import exit_code_for
 from amibundle.cli._options import OptionParser, Style
-from amibundle.cli._prompt import TIMEOUT_SECONDS
 from amibundle.cli._s3options import (
     CLASSIC_COMMON_LONGS,
     add_s3_options,
@@ -25,7 +23,7 @@ from amibundle.cli._s3options import (
     settings_from,
 )
 from amibundle.cli._values import existing_file
-from amibundle.errors import DeclinedError, PromptTimeout, UsageError
+from amibundle.errors import DeclinedError, UsageError
 
 __all__ = ["ask_before_deleting", "build_parser", "run"]
 
@@ -113,9 +111,9 @@ def ask_before_deleting(
 ) -> Callable[[list[str]], bool]:
     """The ``confirm`` callback for :func:`amibundle.s3.delete_bundle`.
 
-    Lists the keys; unless ``ask`` is False, asks "continue? [y/N]" and reads the
-    answer from stdin, terminal or not (a script piping "n", or with no input at
-    all, must not delete). Anything but yes, or end of input, raises
+    Lists the keys; unless ``ask`` is False, asks "continue? [y/N]" with the
+    one rule of :mod:`amibundle.cli._prompt` (the answer is read from stdin,
+    terminal or not; end of input is no). Anything but yes raises
     :class:`DeclinedError` from inside the library call, before anything is
     deleted and so before ``--clear``.
     """
@@ -123,42 +121,12 @@ def ask_before_deleting(
     def confirm(keys: list[str]) -> bool:
         out.write(f"To delete from bucket {bucket.bucket}:\n")
         out.writelines(f"  {key}\n" for key in keys)
-        if not ask:
-            out.flush()
-            return True
-        out.write("continue? [y/N]: ")
         out.flush()
-        answer = _read_answer()
-        if not (answer.endswith("\n") and _is_terminal(sys.stdin)):
-            # A terminal echoed the user's Enter; an answer from a pipe or an
-            # end of input did not end the question's line.
-            out.write("\n")
-            out.flush()
-        if not answer.strip().lower().startswith("y"):
+        if ask and not _prompt.ask("continue?", batch=False, out=out):
             raise DeclinedError(NOTHING_DELETED)
         return True
 
     return confirm
-
-
-def _read_answer() -> str:
-    """One line of stdin, waiting at most TIMEOUT_SECONDS when stdin is a real file."""
-    try:
-        fileno = sys.stdin.fileno()
-    except (AttributeError, ValueError, io.UnsupportedOperation):
-        fileno = None  # a test's StringIO: nothing to wait for
-    if fileno is not None:
-        ready, _, _ = select.select([fileno], [], [], TIMEOUT_SECONDS)
-        if not ready:
-            raise PromptTimeout("timed out waiting for an answer: nothing deleted")
-    return sys.stdin.readline()
-
-
-def _is_terminal(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def report(result: s3.DeleteResult, bucket: s3.BucketRef, *, json_output: bool) -> None:

@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 
 from amibundle import s3
-from amibundle.cli._common import command_parser, human_size, plural, print_json, rate_note
+from amibundle.cli._common import (
+    Announcements,
+    command_parser,
+    human_size,
+    plural,
+    print_json,
+    rate_note,
+)
 from amibundle.cli._options import OptionParser, Style
 from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._s3options import (
@@ -132,12 +139,15 @@ def report(result: s3.DownloadResult, *, json_output: bool) -> None:
 
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    note_sigv(args)
     bucket: s3.BucketRef = args.bucket_ref
     name = manifest_name(args)
-    if not args.json and not args.quiet:
-        print(f"Downloading {bucket.url(bucket.key(name))} into {args.directory} ...", flush=True)
-    with progress_for(args) as progress:
+    # Printed once the manifest has been fetched and read.
+    notes = Announcements.of(args)
+    note_sigv(args, notes)
+    if not args.json:
+        notes.add(f"Downloading {bucket.url(bucket.key(name))} into {args.directory} ...")
+    with progress_for(args) as bars:
+        progress = notes.progress(bars)
         result = s3.download_bundle(
             bucket,
             settings=settings_from(args),

@@ -6,12 +6,18 @@ import argparse
 from pathlib import Path
 
 from amibundle.cli._common import command_parser, human_size, plural, print_json, rate_note
-from amibundle.cli._options import OptionParser, Style, add_common_options, mandatory
+from amibundle.cli._options import (
+    CLASSIC_COMMON_LONGS,
+    OptionParser,
+    Style,
+    add_common_options,
+    mandatory,
+)
 from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._values import existing_dir, existing_file
 from amibundle.unbundling import unbundle
 
-__all__ = ["build_parser", "run"]
+__all__ = ["CLASSIC_LONGS", "build_parser", "run"]
 
 DESCRIPTION = "Recreate the image file of a bundle, checking every part and the image digest."
 MANUAL = f"""{DESCRIPTION}
@@ -24,6 +30,10 @@ Ctrl-C nothing is left behind. An existing image is only replaced with --force.
 Example:
   ec2-unbundle -m out/root.img.manifest.xml -k pk.pem -s out -d restored
 """
+
+
+# The classic tool's long options (classic-cli.md §1.3, §6.2).
+CLASSIC_LONGS = (*CLASSIC_COMMON_LONGS, "--privatekey", "--manifest", "--source", "--destination")
 
 
 def build_parser(style: Style, prog: str) -> OptionParser:
@@ -72,6 +82,8 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     add_progress_option(parser)
     add_common_options(parser)
+    if classic:
+        parser.keep_classic_abbreviations(CLASSIC_LONGS)
     return parser
 
 

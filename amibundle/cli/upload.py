@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 
 from amibundle import s3
-from amibundle.cli._common import command_parser, human_size, plural, print_json, rate_note
+from amibundle.cli._common import (
+    Announcements,
+    command_parser,
+    human_size,
+    plural,
+    print_json,
+    rate_note,
+)
 from amibundle.cli._options import OptionParser, Style
 from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._prompt import confirm
@@ -173,16 +179,11 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("missing mandatory option --manifest")
 
 
-def note_derived_location(args: argparse.Namespace) -> None:
+def note_derived_location(args: argparse.Namespace, notes: Announcements) -> None:
     """As the classic tools did (§1.9.3), say that ``--region`` also fixes where
     the bucket must be, when ``--location`` does not."""
-    if (
-        args.location is None
-        and args.region
-        and args.region != "us-east-1"
-        and not (args.json or args.quiet)
-    ):
-        print(f"note: bucket location derived from --region: {args.region}", file=sys.stderr)
+    if args.location is None and args.region and args.region != "us-east-1" and not args.json:
+        notes.add(f"note: bucket location derived from --region: {args.region}", stderr=True)
 
 
 def confirm_bucket_name(bucket: s3.BucketRef, *, batch: bool) -> None:
@@ -221,12 +222,15 @@ def report(result: s3.UploadResult, *, json_output: bool) -> None:
 
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    note_sigv(args)
     bucket: s3.BucketRef = args.bucket_ref
     confirm_bucket_name(bucket, batch=args.batch)
-    note_derived_location(args)
-    if not args.json and not args.quiet:
-        print(f"Uploading {args.manifest} to {bucket.url()} ...", flush=True)
+    # Printed once the library has read the manifest, found every part and
+    # prepared the bucket: never before an error about an argument.
+    notes = Announcements.of(args)
+    note_sigv(args, notes)
+    note_derived_location(args, notes)
+    if not args.json:
+        notes.add(f"Uploading {args.manifest} to {bucket.url()} ...")
     with progress_for(args) as progress:
         result = s3.upload_bundle(
             args.manifest,
@@ -240,7 +244,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             skip_manifest=args.skipmanifest,
             fix_ownership=args.fix_ownership,
             allow_zstd=args.allow_zstd,
-            progress=progress,
+            progress=notes.progress(progress),
         )
     report(result, json_output=args.json)
     return None

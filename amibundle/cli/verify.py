@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
-from amibundle.checking import verify_bundle
+from amibundle.checking import Problem, verify_bundle
 from amibundle.cli._common import command_parser, plural, print_json
 from amibundle.cli._options import OptionParser, Style, add_common_options, mandatory
 from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._values import existing_dir, existing_file
+from amibundle.errors import shorten
 
 __all__ = ["EXIT_PROBLEMS", "build_parser", "run"]
 
@@ -64,6 +66,24 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     return parser
 
 
+SHOWN_PER_KIND = 20
+
+
+def problem_lines(problems: Sequence[Problem]) -> list[str]:
+    """``PROBLEM:`` lines, at most SHOWN_PER_KIND of each kind, then how many
+    more there are (a manifest can list 100,000 missing parts)."""
+    by_kind: dict[str, list[Problem]] = {}
+    for problem in problems:
+        by_kind.setdefault(problem.kind, []).append(problem)
+    lines = []
+    for kind, found in by_kind.items():
+        lines += [f"PROBLEM: {shorten(problem, 1000)}" for problem in found[:SHOWN_PER_KIND]]
+        if len(found) > SHOWN_PER_KIND:
+            more = len(found) - SHOWN_PER_KIND
+            lines.append(f"PROBLEM: ... and {more} more of this kind ({kind}); --json lists all")
+    return lines
+
+
 def run(args: argparse.Namespace, style: Style) -> int | None:
     with progress_for(args) as progress:
         report = verify_bundle(
@@ -81,8 +101,8 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
                 f"Checked {args.manifest}: {', '.join(report.checks)} "
                 f"({plural(report.parts, 'part')})"
             )
-        for problem in report.problems:
-            print(f"PROBLEM: {problem}")
+        for line in problem_lines(report.problems):
+            print(line)
         print(
             "OK: the bundle is intact"
             if report.ok

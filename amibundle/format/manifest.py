@@ -63,9 +63,11 @@ MANIFEST_VERSION = "2007-10-10"
 SUPPORTED_VERSIONS = ("2007-10-10", "2007-08-29", "3")
 DEFAULT_PART_SIZE = 10 * 1024 * 1024
 IMAGE_TYPES = ("machine", "kernel", "ramdisk")
-# Real manifests are a few KiB (about 150 bytes per 10 MiB part); 16 MiB is
-# far beyond any bundle and still cheap to hold in memory.
-MAX_MANIFEST_SIZE = 16 * 1024 * 1024
+# Real manifests are a few KiB: about 140 bytes per 10 MiB part, 140 KiB for
+# the 10 GiB EC2 allows. 4 MiB holds some 29,000 parts (290 GiB of bundle,
+# for other clouds with no_size_checks) and parses in well under 256 MiB of
+# memory; at 16 MiB, verify needed more than 400 MiB.
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 DIGEST_ALGORITHM = "SHA1"
 CIPHER_ALGORITHM = "AES-128-CBC"
 

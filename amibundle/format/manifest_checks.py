@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from amibundle.errors import shorten
 from amibundle.format.manifest import (
     IMAGE_TYPES,
     SUPPORTED_VERSIONS,
@@ -213,8 +214,9 @@ def record_problems(manifest: Manifest, *, need_signature: bool) -> list[Problem
     elif need_signature:
         check("signature", "the manifest has no signature (sign signed_sections() first)")
     if manifest.bundler is not None:
+        # Other tools leave bundler fields empty ("" is written as an empty element).
         problems += _optional_text_problems(
-            (f"bundler/{field}", getattr(manifest.bundler, field))
+            (f"bundler/{field}", getattr(manifest.bundler, field) or None)
             for field in ("name", "version", "release")
         )
     problems += _optional_text_problems(
@@ -238,8 +240,18 @@ def record_problems(manifest: Manifest, *, need_signature: bool) -> list[Problem
     return problems
 
 
+_JOINED_CHARACTERS = 800
+
+
 def join_problems(problems: list[str]) -> str:
-    """Problems as one line: the first twenty, then how many more there are."""
-    shown = problems[:_MAX_LISTED_PROBLEMS]
+    """Problems as one line: as many of the first twenty as fit in about 800
+    characters, then how many more there are."""
+    shown: list[str] = []
+    length = 0
+    for problem in problems[:_MAX_LISTED_PROBLEMS]:
+        if shown and length + len(problem) > _JOINED_CHARACTERS:
+            break
+        shown.append(shorten(problem))
+        length += len(shown[-1]) + 2
     more = len(problems) - len(shown)
     return "; ".join(shown) + (f"; and {more} more problem(s)" if more > 0 else "")

@@ -1,10 +1,20 @@
-"""Reading a manifest that may be hostile.
+"""Reading a manifest that may be hostile, from any tool that makes bundles.
 
 Hostile markup (DOCTYPE, entities, comments, CDATA, processing
 instructions) is refused by a byte scan before parsing, and the parser can
 neither load nor fetch nor expand anything. Every field problem is
 collected and reported at once. The signed sections are cut from the file's
 own bytes, never re-serialised.
+
+Liberal where EC2 is, so that bundles of euca2ools, the Go tools and older
+Ruby tools read as they register: elements in any order, any quoting and
+white space between them, white space around the value of a field that is a
+token (version, type, sizes, digests, hex keys and IVs, signature, part
+indices and count), ``<bundler>`` fields empty or missing, no
+``<ancestry>``/``<block_device_mapping>``, parts listed in any order (they
+are read by their index), part names of any digit width. Strict where
+safety is: indices exactly 0..n-1, count, plain part names, digests, hex,
+algorithms, and the signed bytes cut unambiguously.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ import re
 
 from lxml import etree
 
-from amibundle.errors import ManifestError
+from amibundle.errors import ManifestError, shorten
 from amibundle.format.manifest import (
     CIPHER_ALGORITHM,
     DIGEST_ALGORITHM,
@@ -88,7 +98,7 @@ def _parse_tree(raw: bytes) -> etree._Element:
         root = etree.fromstring(raw, _hardened_parser())
     except etree.XMLSyntaxError as err:
         first_line = (str(err).splitlines() or ["syntax error"])[0]
-        raise ManifestError(f"manifest is not well-formed XML: {first_line}") from None
+        raise ManifestError(f"manifest is not well-formed XML: {shorten(first_line)}") from None
     tree = root.getroottree()
     encoding = (tree.docinfo.encoding or "utf-8").lower()
     if encoding not in _ACCEPTED_ENCODINGS:
@@ -102,7 +112,7 @@ def _parse_tree(raw: bytes) -> etree._Element:
     if next(strays, None) is not None or outside:
         raise ManifestError("manifest has a comment, processing instruction or entity; refusing it")
     if root.tag != "manifest":
-        raise ManifestError(f"not a bundle manifest: the root element is <{root.tag}>")
+        raise ManifestError(f"not a bundle manifest: the root element is <{shorten(root.tag)}>")
     return root
 
 
@@ -197,12 +207,28 @@ class _FieldReader:
     ) -> str | None:
         return self.leaf(parent, tag, label, required=required)[1]
 
+    def token_leaf(
+        self, parent: etree._Element | None, tag: str, label: str, *, required: bool
+    ) -> tuple[etree._Element | None, str | None]:
+        """A field whose value has no white space of its own (a version, size,
+        digest, hex key or type): white space around it is not part of it."""
+        element, value = self.leaf(parent, tag, label, required=required)
+        token = _strip(value)
+        if token is None and value is not None and required:
+            self.report(label, f"{label} is empty")
+        return element, token
+
+    def token(
+        self, parent: etree._Element | None, tag: str, label: str, *, required: bool
+    ) -> str | None:
+        return self.token_leaf(parent, tag, label, required=required)[1]
+
     def required(self, parent: etree._Element | None, tag: str, label: str) -> str:
         # "" stands in for a missing value; the problem is already reported.
         return self.text(parent, tag, label, required=True) or ""
 
     def integer(self, parent: etree._Element | None, tag: str, label: str) -> int:
-        value = self.text(parent, tag, label, required=True)
+        value = self.token(parent, tag, label, required=True)
         return 0 if value is None else self.parse_integer(value, label)
 
     def parse_integer(self, value: str, label: str) -> int:
@@ -238,12 +264,15 @@ class _FieldReader:
 
 
 def _read_bundler(r: _FieldReader, root: etree._Element) -> Bundler | None:
+    """Who made the bundle. Only informative, and other tools leave fields
+    empty or out (the Go library writes empty ones by default): those read
+    as ""."""
     element = r.one(root, "bundler", "bundler", required=False)
     if element is None:
         return None
     return Bundler(
         *(
-            r.required(element, field, f"bundler/{field}")
+            r.text(element, field, f"bundler/{field}", required=False) or ""
             for field in ("name", "version", "release")
         )
     )
@@ -264,11 +293,13 @@ def _read_mappings(r: _FieldReader, machine: etree._Element | None) -> tuple[Dev
 
 
 def _read_parts(r: _FieldReader, image: etree._Element | None) -> tuple[PartEntry, ...]:
+    """The parts in index order: the document may list them in any order, as
+    long as the indices are exactly 0..n-1, each once."""
     container = r.one(image, "parts", "image/parts", required=True)
     if container is None:
         return ()
     elements = container.findall("part")
-    count = container.get("count")
+    count = _strip(container.get("count"))
     if count is None:
         r.report("image/parts/count", "image/parts has no count attribute")
     else:
@@ -280,27 +311,53 @@ def _read_parts(r: _FieldReader, image: etree._Element | None) -> tuple[PartEntr
                 "image/parts/count",
                 f"image/parts says count='{count}' but lists {len(elements)} part(s)",
             )
-    parts = []
+    by_index: dict[int, PartEntry] = {}
     for position, element in enumerate(elements):
         where = f"image/parts/part[{position}]"
-        index = element.get("index")
-        if index is None:
-            r.report(f"{where}/index", f"{where} has no index attribute")
-        elif index != str(position):
-            r.report(
-                f"{where}/index",
-                f"{where} has index {show(index)}; part indices must be exactly 0..n-1 in order",
-            )
+        index = _part_index(r, element, where, len(elements), by_index)
         filename = r.text(element, "filename", f"{where}/filename", required=True)
-        digest_element, digest = r.leaf(element, "digest", f"{where}/digest", required=True)
+        digest_element, digest = r.token_leaf(element, "digest", f"{where}/digest", required=True)
         r.algorithm(digest_element, f"{where}/digest", DIGEST_ALGORITHM)
-        parts.append(PartEntry(position, filename or "", (digest or "").lower()))
-    return tuple(parts)
+        if index is not None:
+            by_index[index] = PartEntry(index, filename or "", (digest or "").lower())
+    if len(by_index) != len(elements):
+        return ()  # the index problems are reported; the parts cannot be ordered
+    return tuple(by_index[i] for i in range(len(elements)))
+
+
+def _part_index(
+    r: _FieldReader,
+    element: etree._Element,
+    where: str,
+    count: int,
+    seen: dict[int, PartEntry],
+) -> int | None:
+    """The part's index attribute, if it is one of 0..count-1 not seen before."""
+    raw = element.get("index")
+    text = _strip(raw)
+    if text is None:
+        r.report(f"{where}/index", f"{where} has no index attribute")
+        return None
+    index = int(text) if re.fullmatch(r"[0-9]{1,9}", text) else None
+    if index is None or index >= count or index in seen:
+        r.report(
+            f"{where}/index",
+            f"{where} has index {show(raw)}; part indices must be exactly 0..n-1, each once",
+        )
+        return None
+    return index
+
+
+def _strip(value: str | None) -> str | None:
+    """``value`` without XML white space around it; None when nothing is left."""
+    if value is None:
+        return None
+    return value.strip(" \t\r\n") or None
 
 
 def _read_secret(r: _FieldReader, image: etree._Element | None, field: str) -> str:
     """An RSA-wrapped key or IV, hex; the key elements carry the cipher name."""
-    element, value = r.leaf(image, field, f"image/{field}", required=True)
+    element, value = r.token_leaf(image, field, f"image/{field}", required=True)
     if field.endswith("_key"):
         r.algorithm(element, f"image/{field}", CIPHER_ALGORITHM)
     return r.hex(value, f"image/{field}")
@@ -309,8 +366,8 @@ def _read_secret(r: _FieldReader, image: etree._Element | None, field: str) -> s
 def _read_manifest(r: _FieldReader, root: etree._Element, version: str) -> Manifest:
     machine = r.one(root, "machine_configuration", "machine_configuration", required=False)
     image = r.one(root, "image", "image", required=True)
-    signature = r.text(root, "signature", "signature", required=False)
-    digest_element, digest = r.leaf(image, "digest", "image/digest", required=True)
+    signature = r.token(root, "signature", "signature", required=False)
+    digest_element, digest = r.token_leaf(image, "digest", "image/digest", required=True)
     r.algorithm(digest_element, "image/digest", DIGEST_ALGORITHM)
     product_codes = r.one(
         machine, "product_codes", "machine_configuration/product_codes", required=False
@@ -340,7 +397,7 @@ def _read_manifest(r: _FieldReader, root: etree._Element, version: str) -> Manif
         product_codes=r.texts(
             product_codes, "product_code", "machine_configuration/product_codes/product_code"
         ),
-        image_type=r.text(image, "type", "image/type", required=False),
+        image_type=r.token(image, "type", "image/type", required=False),
         kernel_name=r.text(image, "kernel_name", "image/kernel_name", required=False),
         ancestry=r.texts(ancestry, "ancestor_ami_id", "image/ancestry/ancestor_ami_id"),
         signature=None if signature is None else r.hex(signature, "signature"),
@@ -349,7 +406,7 @@ def _read_manifest(r: _FieldReader, root: etree._Element, version: str) -> Manif
 
 def _read_version(root: etree._Element) -> str:
     r = _FieldReader()
-    version = r.text(root, "version", "version", required=True)
+    version = r.token(root, "version", "version", required=True)
     if r.problems or version is None:
         raise ManifestError("manifest is invalid: " + join_problems([m for _, m in r.problems]))
     if version not in LAYOUTS:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from amibundle.errors import TarFormatError
+from amibundle.errors import TarFormatError, shorten
 from amibundle.format.tar import (
     BLOCK_SIZE,
     MAX_HEADER_DATA,
@@ -24,6 +24,7 @@ from amibundle.format.tar import (
     NAME_FIELD,
     ZERO_BLOCK,
     Extent,
+    ExtentMap,
     Member,
 )
 
@@ -112,7 +113,7 @@ def _parse_pax(data: bytes) -> list[tuple[str, str]]:
 
 def _show_name(name: str) -> str:
     """A quoted name for a one-line message; hostile names can be 1 MiB long."""
-    return repr(name if len(name) <= 200 else name[:200] + "...")
+    return shorten(repr(name))
 
 
 def _check_name(name: str) -> None:
@@ -129,13 +130,11 @@ def _check_name(name: str) -> None:
         raise TarFormatError(f"tar member name {_show_name(name)} is not a file name")
 
 
-def _build_map(
-    entries: list[tuple[int, int]], real_size: int, data_size: int
-) -> tuple[Extent, ...]:
+def _build_map(entries: ExtentMap, real_size: int, data_size: int) -> ExtentMap:
     """Check a sparse map against the sizes and drop zero-length entries."""
     end = 0
-    extents: list[Extent] = []
-    for offset, length in entries:
+    extents = ExtentMap()
+    for offset, length in entries.pairs():
         if offset < end:
             raise TarFormatError("the sparse map of the tar member is not ascending or overlaps")
         end = offset + length
@@ -144,13 +143,12 @@ def _build_map(
                 f"the sparse map reaches byte {end}, beyond the file size {real_size}"
             )
         if length:
-            extents.append(Extent(offset, length))
-    stored = sum(extent.length for extent in extents)
-    if stored != data_size:
+            extents.append(offset, length)
+    if extents.stored != data_size:
         raise TarFormatError(
-            f"the sparse map holds {stored} bytes of data but the member stores {data_size}"
+            f"the sparse map holds {extents.stored} bytes of data but the member stores {data_size}"
         )
-    return tuple(extents)
+    return extents
 
 
 @dataclass
@@ -303,7 +301,7 @@ class SingleMemberReader:
             else _parse_decimal(pax_size, "PAX size")
         )
         self._remaining = size + -size % BLOCK_SIZE
-        entries: list[tuple[int, int]] | None
+        entries: ExtentMap | None
         if typeflag == b"S":
             real_size = _parse_size(block[483:495], "real size")
             entries = self._read_old_gnu_map(block)
@@ -311,13 +309,12 @@ class SingleMemberReader:
             real_size, entries, map_bytes = self._read_pax_sparse(meta, size)
             size -= map_bytes
         if entries is None:
-            sparse_map = (Extent(0, size),) if size else ()
-            return Member(name, size, mode, mtime, sparse_map)
+            return Member(name, size, mode, mtime, ExtentMap([Extent(0, size)] if size else []))
         return Member(name, real_size, mode, mtime, _build_map(entries, real_size, size))
 
-    def _read_old_gnu_map(self, block: bytes) -> list[tuple[int, int]]:
+    def _read_old_gnu_map(self, block: bytes) -> ExtentMap:
         """Map slots of the main header, then extension blocks while isextended."""
-        entries: list[tuple[int, int]] = []
+        entries = ExtentMap()
         finished = self._add_old_gnu_slots(block[386:482], entries)
         extended = block[482]
         while extended:
@@ -331,7 +328,7 @@ class SingleMemberReader:
         return entries
 
     @staticmethod
-    def _add_old_gnu_slots(slots: bytes, entries: list[tuple[int, int]]) -> bool:
+    def _add_old_gnu_slots(slots: bytes, entries: ExtentMap) -> bool:
         """Append the 24-byte slots; True when an empty slot ended the map."""
         for start in range(0, len(slots), 24):
             # GNU's oldgnu_add_sparse(): a slot whose numbytes starts with NUL ends the map.
@@ -339,17 +336,16 @@ class SingleMemberReader:
                 return True
             offset = _parse_size(slots[start : start + 12], "sparse offset")
             length = _parse_size(slots[start + 12 : start + 24], "sparse length")
-            entries.append((offset, length))
+            entries.append(offset, length)
         return False
 
-    def _read_pax_sparse(
-        self, meta: _Meta, size: int
-    ) -> tuple[int, list[tuple[int, int]] | None, int]:
+    def _read_pax_sparse(self, meta: _Meta, size: int) -> tuple[int, ExtentMap | None, int]:
         """(real size, map or None for a plain file, map bytes at the start of the data)."""
         major, minor = meta.last("GNU.sparse.major"), meta.last("GNU.sparse.minor")
         if major is not None or minor is not None:
             if (major, minor) != ("1", "0"):
-                raise TarFormatError(f"unsupported GNU sparse format {major}.{minor}")
+                version = shorten(f"{major}.{minor}")
+                raise TarFormatError(f"unsupported GNU sparse format {version}")
             real = meta.last("GNU.sparse.realsize") or meta.last("GNU.sparse.size")
             if real is None:
                 raise TarFormatError("GNU sparse 1.0 member without GNU.sparse.realsize")
@@ -360,7 +356,7 @@ class SingleMemberReader:
             numbers = [_parse_decimal(item, "GNU.sparse.map") for item in text_map.split(",")]
             if len(numbers) % 2:
                 raise TarFormatError("GNU.sparse.map has an odd number of values")
-            entries = list(zip(numbers[::2], numbers[1::2], strict=True))
+            entries = ExtentMap(zip(numbers[::2], numbers[1::2], strict=True))
         elif any(key == "GNU.sparse.offset" for key, _ in meta.pax):
             entries = _sparse0_entries(meta.pax)
         else:
@@ -373,7 +369,7 @@ class SingleMemberReader:
             raise TarFormatError("GNU.sparse.numblocks does not match the sparse map")
         return _parse_decimal(real, "sparse real size"), entries, 0
 
-    def _read_sparse1_map(self, size: int) -> tuple[list[tuple[int, int]], int]:
+    def _read_sparse1_map(self, size: int) -> tuple[ExtentMap, int]:
         """The 1.0 map: decimal lines (count, then offset/length pairs) at the
         start of the member data, padded to a block."""
         consumed = 0
@@ -399,7 +395,9 @@ class SingleMemberReader:
         count = next_number("entry count")
         if count > MAX_SPARSE_ENTRIES:
             raise TarFormatError(f"the sparse map has too many entries ({count})")
-        entries = [(next_number("offset"), next_number("length")) for _ in range(count)]
+        entries = ExtentMap()
+        for _ in range(count):
+            entries.append(next_number("offset"), next_number("length"))
         self._remaining -= consumed
         return entries, consumed
 
@@ -407,21 +405,47 @@ class SingleMemberReader:
 
     def iter_data(self) -> Iterator[tuple[int, memoryview]]:
         """(offset in file, data) chunks, ascending, covering exactly the sparse map."""
+        batches = self.iter_batches()  # checks the call order now, not when iterated
+        return (piece for batch in batches for piece in batch)
+
+    def iter_batches(self, most: int = 4096) -> Iterator[list[tuple[int, memoryview]]]:
+        """The same pieces as :meth:`iter_data`, in lists of up to ``most``
+        pieces from one read of the stream: a member with millions of tiny
+        extents costs a few thousand reads, not millions. Each piece's data
+        stays valid after the next list is taken."""
         if self._member is None:
             raise RuntimeError("read_header() must come before iter_data()")
         if self._data_started:
             raise RuntimeError("iter_data() was already called")
         self._data_started = True
-        return self._generate_data(self._member)
+        return self._generate_batches(self._member, most)
 
-    def _generate_data(self, member: Member) -> Iterator[tuple[int, memoryview]]:
+    def _generate_batches(
+        self, member: Member, most: int
+    ) -> Iterator[list[tuple[int, memoryview]]]:
+        left = sum(extent.length for extent in member.sparse_map)  # stored bytes not read
+        chunk = memoryview(b"")
+        used = 0
+        batch: list[tuple[int, memoryview]] = []
         for extent in member.sparse_map:
-            position, end = extent.offset, extent.offset + extent.length
-            while position < end:
-                data = self._read_exact(min(end - position, self._chunk_size), "the file data")
-                self._remaining -= len(data)
-                yield position, memoryview(data)
-                position += len(data)
+            position, length = extent.offset, extent.length
+            while length:
+                if used == len(chunk) or len(batch) == most:
+                    if batch:
+                        yield batch
+                        batch = []
+                    if used == len(chunk):
+                        size = min(left, self._chunk_size)
+                        chunk, used = memoryview(self._read_exact(size, "the file data")), 0
+                        left -= size
+                        self._remaining -= size
+                take = min(length, len(chunk) - used)
+                batch.append((position, chunk[used : used + take]))
+                used += take
+                position += take
+                length -= take
+        if batch:
+            yield batch
 
     def finish(self) -> None:
         """Consume the rest: member data not read yet, the end-of-archive
@@ -448,9 +472,9 @@ class SingleMemberReader:
                 raise TarFormatError("the tar stream has non-zero data after its end marker")
 
 
-def _sparse0_entries(records: list[tuple[str, str]]) -> list[tuple[int, int]]:
+def _sparse0_entries(records: list[tuple[str, str]]) -> ExtentMap:
     """GNU sparse 0.0: repeated GNU.sparse.offset / GNU.sparse.numbytes keys, in order."""
-    entries: list[tuple[int, int]] = []
+    entries = ExtentMap()
     offset: int | None = None
     for key, value in records:
         if key == "GNU.sparse.offset":
@@ -460,7 +484,7 @@ def _sparse0_entries(records: list[tuple[str, str]]) -> list[tuple[int, int]]:
         elif key == "GNU.sparse.numbytes":
             if offset is None:
                 raise TarFormatError("GNU.sparse.numbytes without a GNU.sparse.offset")
-            entries.append((offset, _parse_decimal(value, "GNU.sparse.numbytes")))
+            entries.append(offset, _parse_decimal(value, "GNU.sparse.numbytes"))
             offset = None
     if offset is not None:
         raise TarFormatError("GNU.sparse.offset without its GNU.sparse.numbytes")

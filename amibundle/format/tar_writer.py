@@ -8,6 +8,8 @@ streams the file's data regions after them.
 
 from __future__ import annotations
 
+import itertools
+
 from amibundle.format.tar import (
     BLOCK_SIZE,
     NAME_FIELD,
@@ -114,18 +116,22 @@ def encode_header(info: MemberInfo) -> bytes:
         blocks.append(_seal(header))
         return b"".join(blocks)
     # GNU tar's SEEK_DATA scan ends every map with (size, 0), whether or not
-    # the file ends in a hole; an all-hole file gets only that entry.
-    entries = [*info.extents, Extent(info.size, 0)]
-    first, rest = entries[:_SPARSES_IN_HEADER], entries[_SPARSES_IN_HEADER:]
+    # the file ends in a hole; an all-hole file gets only that entry. Taken
+    # in slices from an iterator: a map of millions of entries is never copied.
+    entries = itertools.chain(info.extents, [Extent(info.size, 0)])
+    left = len(info.extents) + 1
+    first = list(itertools.islice(entries, _SPARSES_IN_HEADER))
+    left -= len(first)
     header[386 : 386 + 24 * len(first)] = _sparse_fields(first)
-    header[482] = 1 if rest else 0
+    header[482] = 1 if left else 0
     header[483:495] = _number_field(info.size, 12)
     blocks.append(_seal(header))
-    while rest:
-        chunk, rest = rest[:_SPARSES_IN_EXTENSION], rest[_SPARSES_IN_EXTENSION:]
+    while left:
+        chunk = list(itertools.islice(entries, _SPARSES_IN_EXTENSION))
+        left -= len(chunk)
         extension = bytearray(BLOCK_SIZE)
         extension[0 : 24 * len(chunk)] = _sparse_fields(chunk)
-        extension[504] = 1 if rest else 0
+        extension[504] = 1 if left else 0
         blocks.append(bytes(extension))
     return b"".join(blocks)
 
@@ -140,6 +146,13 @@ def end_of_archive(archive_bytes_so_far: int) -> bytes:
 
 def tar_size(info: MemberInfo) -> int:
     """The length of the whole archive for ``info``: headers, data, padding
-    and the end-of-archive marker."""
-    body = len(encode_header(info)) + stored_size(info) + len(padding(stored_size(info)))
+    and the end-of-archive marker (counted, not encoded)."""
+    name = _encode_name(info.name)
+    header = BLOCK_SIZE
+    if len(name) > NAME_FIELD:
+        header += BLOCK_SIZE + len(name) + 1 + len(padding(len(name) + 1))
+    if info.extents is not None:
+        beyond = max(0, len(info.extents) + 1 - _SPARSES_IN_HEADER)
+        header += -(-beyond // _SPARSES_IN_EXTENSION) * BLOCK_SIZE
+    body = header + stored_size(info) + len(padding(stored_size(info)))
     return body + len(end_of_archive(body))

@@ -1,4 +1,4 @@
-"""Shipping bundles to and from S3: upload, download and delete.
+"""Shipping bundles to and from S3: upload, download, delete, and copy between buckets.
 
 Every operation takes a :class:`BucketRef` (``parse_bucket("bucket/key/prefix")``)
 and :class:`S3Settings` (credentials, region, endpoint, attempts, jobs), runs
@@ -11,13 +11,15 @@ Modules: :mod:`.settings` (how to reach S3, bucket references, regions),
 :mod:`.client` (the boto3 client, error wording), :mod:`.engine` (parallel
 transfers), :mod:`.remote` (a bundle's objects), :mod:`.buckets` (getting a
 bucket ready), and one module per operation: :mod:`.upload`,
-:mod:`.download`, :mod:`.delete`. None of them loads the compression stack.
+:mod:`.download`, :mod:`.delete`, :mod:`.migrate` (server-side copy). None
+of them loads the compression stack.
 """
 
 from __future__ import annotations
 
 from amibundle.errors import (
     AclsDisabledError,
+    BucketNotEmptyError,
     LocationMismatchError,
     NoSuchBucketError,
     S3CredentialsError,
@@ -25,13 +27,16 @@ from amibundle.errors import (
 )
 from amibundle.s3.delete import DeleteResult, delete_bundle
 from amibundle.s3.download import DownloadResult, download_bundle
+from amibundle.s3.migrate import CopyResult, bucket_location, copy_bundle, read_bundle_manifest
 from amibundle.s3.settings import BucketRef, S3Settings, parse_bucket
 from amibundle.s3.upload import CANNED_ACLS, UploadResult, upload_bundle
 
 __all__ = [
     "CANNED_ACLS",
     "AclsDisabledError",
+    "BucketNotEmptyError",
     "BucketRef",
+    "CopyResult",
     "DeleteResult",
     "DownloadResult",
     "LocationMismatchError",
@@ -40,8 +45,11 @@ __all__ = [
     "S3Error",
     "S3Settings",
     "UploadResult",
+    "bucket_location",
+    "copy_bundle",
     "delete_bundle",
     "download_bundle",
     "parse_bucket",
+    "read_bundle_manifest",
     "upload_bundle",
 ]

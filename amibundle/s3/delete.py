@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from amibundle.errors import S3Error, UsageError
+from amibundle.errors import BucketNotEmptyError, UsageError
 from amibundle.format import manifest as mf
 from amibundle.format.manifest_reader import parse_manifest
 from amibundle.reading import read_manifest
@@ -45,7 +45,7 @@ def _delete_key(conn: Connection, bucket: BucketRef, key: str) -> str:
     return key
 
 
-def _remove_bucket_if_empty(conn: Connection, bucket: BucketRef) -> None:
+def _remove_bucket_if_empty(conn: Connection, bucket: BucketRef, deleted: Sequence[str]) -> None:
     name = bucket.bucket
     # Listed first: S3 refuses to delete a bucket that is not empty, but not
     # every S3-compatible server does (SeaweedFS deletes it with its contents).
@@ -53,9 +53,19 @@ def _remove_bucket_if_empty(conn: Connection, bucket: BucketRef) -> None:
         listing = conn.client.list_objects_v2(Bucket=name, MaxKeys=1)
     contents = listing.get("Contents") or []
     if contents:
-        raise S3Error(f"bucket {name} was kept: it is not empty (it holds {contents[0]['Key']})")
+        # Both halves: the bundle is gone, the bucket is not.
+        raise BucketNotEmptyError(
+            f"deleted the bundle ({_count(len(deleted), 'object')} from {bucket.url()}), "
+            f"but kept bucket {name}: it is not empty (it holds {contents[0]['Key']})",
+            deleted=deleted,
+            hint="delete what else it holds first, or leave out {switch}",
+        )
     with s3_errors(f"remove bucket {name}", conn):
         conn.client.delete_bucket(Bucket=name)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def delete_bundle(
@@ -75,7 +85,8 @@ def delete_bundle(
     ``confirm(keys)`` is asked before anything is deleted: False deletes
     nothing and skips ``clear`` (result ``declined``); an exception it
     raises propagates. ``clear`` then removes the bucket if it is empty;
-    if not, :class:`S3Error` names a key it still holds.
+    if not, :class:`BucketNotEmptyError` says that the bundle was deleted
+    (its ``deleted`` keys) and names a key the bucket still holds.
     """
     started = time.monotonic()
     bucket = as_bucket(bucket)
@@ -119,5 +130,5 @@ def delete_bundle(
     )
     deleted = [keys[0], *rest]
     if clear:
-        _remove_bucket_if_empty(conn, bucket)
+        _remove_bucket_if_empty(conn, bucket, deleted)
     return result(deleted, removed=clear)

@@ -18,16 +18,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from amibundle.errors import IntegrityError, StorageError
+from amibundle.errors import IntegrityError, ManifestError, StorageError
 from amibundle.files import check_directory, temp_output, write_all, write_atomically
 from amibundle.format import manifest as mf
 from amibundle.format.manifest_reader import parse_manifest
 from amibundle.progress import BatchedProgress, NullProgress, Progress, Stage
+from amibundle.reading import name_problems
 from amibundle.s3.client import Connection, connect
 from amibundle.s3.engine import Stopped, hash_file, run_parallel
 from amibundle.s3.remote import S3Result, bundle_keys, fetch, get_manifest, throughput
 from amibundle.s3.settings import BucketRef, S3Settings, as_bucket
-from amibundle.validate import as_path, check_plain_name, check_record
+from amibundle.validate import as_path, check_plain_name, check_progress, check_record
 
 __all__ = ["DownloadResult", "download_bundle"]
 
@@ -136,6 +137,7 @@ def download_bundle(
     started = time.monotonic()
     bucket = as_bucket(bucket)
     settings = check_record(settings, S3Settings, "settings")
+    progress = check_progress(progress)
     check_plain_name(manifest_name, "manifest_name")
     directory = as_path(directory, "directory")
     check_directory(directory, "directory")
@@ -144,6 +146,8 @@ def download_bundle(
     raw = get_manifest(conn, bucket, manifest_key)
     manifest = parse_manifest(raw, bucket.url(manifest_key)).manifest
     bundle_keys(bucket, manifest_name, manifest)
+    if problems := name_problems(manifest, directory):
+        raise ManifestError(problems[0])
     parts = sorted(manifest.parts, key=lambda p: p.filename)
 
     down = _Download(

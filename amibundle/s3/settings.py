@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from amibundle.errors import UsageError
+from amibundle.validate import check_text
 
 __all__ = [
     "DEFAULT_REGION",
@@ -45,6 +46,15 @@ class S3Settings:
     jobs: int = 8
 
     def __post_init__(self) -> None:
+        for name in (
+            "access_key",
+            "secret_key",
+            "session_token",
+            "profile",
+            "region",
+            "endpoint_url",
+        ):
+            check_text(getattr(self, name), name, optional=True)
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
             raise UsageError(
                 f"{{param}} must be a whole number, not {self.attempts!r}", param="attempts"
@@ -128,6 +138,10 @@ def parse_bucket(value: str) -> BucketRef:
     """Parses the classic ``bucket[/key/prefix]`` argument: slashes around it
     are dropped, the first component is the bucket, the rest (if any) is the
     key prefix with a trailing ``/``."""
+    if not isinstance(value, str):
+        raise UsageError(
+            f"{{param}} must be 'bucket/prefix' text, not {type(value).__name__}", param="bucket"
+        )
     words = value.strip("/").split("/")
     if not words[0]:
         raise UsageError(f"no bucket name in {{param}} {value!r}", param="bucket")

@@ -22,7 +22,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from amibundle.errors import IntegrityError, StorageError, UsageError
+from amibundle.errors import IntegrityError, UploadSourceError, UsageError
+from amibundle.files import open_input
 from amibundle.format import manifest as mf
 from amibundle.progress import BatchedProgress, NullProgress, Progress, Stage
 from amibundle.reading import read_manifest
@@ -31,7 +32,7 @@ from amibundle.s3.client import Connection, connect, error_code, s3_errors
 from amibundle.s3.engine import Stopped, UploadBody, hash_file, run_parallel
 from amibundle.s3.remote import S3Result, bundle_keys, throughput
 from amibundle.s3.settings import BucketRef, S3Settings, as_bucket, is_aws_endpoint
-from amibundle.validate import as_optional_path, as_path, check_record
+from amibundle.validate import as_optional_path, as_path, check_progress, check_record
 
 __all__ = [
     "CANNED_ACLS",
@@ -91,11 +92,11 @@ def _local_parts(manifest: mf.Manifest, directory: Path) -> list[_LocalPart]:
         try:
             st = path.stat()
         except FileNotFoundError:
-            raise StorageError(f"part {part.filename} is missing from {directory}") from None
+            raise UploadSourceError(f"part {part.filename} is missing from {directory}") from None
         except OSError as err:
-            raise StorageError(f"cannot read part {path}: {err.strerror}") from None
+            raise UploadSourceError(f"cannot read part {path}: {err.strerror}") from None
         if not stat.S_ISREG(st.st_mode):
-            raise StorageError(f"part {path} is not a regular file")
+            raise UploadSourceError(f"part {path} is not a regular file")
         found.append(_LocalPart(part.index, part.filename, path, st.st_size, part.digest))
     return found
 
@@ -137,7 +138,7 @@ def _upload_part(up: _Upload, part: _LocalPart) -> bool:
     """Sends one part unless the bucket has it already; True if sent."""
     key = up.bucket.key(part.name)
     try:
-        with open(part.path, "rb") as handle:
+        with os.fdopen(open_input(part.path, "part"), "rb") as handle:
             digests = hash_file(handle, up.stop)
             if digests.sha1 != part.sha1:
                 raise IntegrityError(
@@ -167,7 +168,7 @@ def _upload_part(up: _Upload, part: _LocalPart) -> bool:
                     raise body.failure from None
                 raise
     except OSError as err:
-        raise StorageError(f"cannot read part {part.path}: {err.strerror}") from None
+        raise UploadSourceError(f"cannot read part {part.path}: {err.strerror}") from None
     return True
 
 
@@ -202,6 +203,7 @@ def upload_bundle(
     started = time.monotonic()
     bucket = as_bucket(bucket)
     settings = check_record(settings, S3Settings, "settings")
+    progress = check_progress(progress)
     manifest_path = as_path(manifest, "manifest")
     folder = as_optional_path(directory, "directory") or manifest_path.parent
     check_acl(acl)

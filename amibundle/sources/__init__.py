@@ -13,7 +13,10 @@ qcow2, VMDK, VHD, VHDX    qemu-img, window by window (:mod:`.qemu`)    ``qemu-im
 ========================  ==========================================  =============
 
 Standard input that is a regular file (``-i - < root.img``) is read like
-that file. A folder or a tar archive is refused, pointing at bundle-vol.
+that file. A folder or a tar archive is refused, pointing at bundle-vol. A
+path is opened as every input is (:func:`amibundle.files.open_input`):
+without blocking, and refused at once unless it is a regular file, so a
+FIFO or a device never makes bundling wait.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import stat
 from pathlib import Path
 
 from amibundle.errors import StorageError, UsageError
+from amibundle.files import open_input
 from amibundle.sources.base import (
     COMPRESSED,
     DISK_FORMATS,
@@ -46,6 +50,7 @@ __all__ = [
     "SizeOrigin",
     "SourceInfo",
     "describe",
+    "file_format",
     "open_source",
 ]
 
@@ -66,15 +71,36 @@ def open_source(
     if str(image) == STDIN:
         return _open_stdin(image_format, image_size)
     path = Path(image)
-    if path.is_dir():
-        raise refuse_tree(str(path), "a folder")
+    return _adopt(_open_file(path), str(path), path, image_format, image_size)
+
+
+def file_format(image: Path) -> ImageFormat:
+    """The format of the image file ``image``, by its content."""
+    fd = _open_file(image)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        return format_of(*_head_and_tail(fd, os.fstat(fd).st_size))
+    except OSError as err:
+        raise StorageError(f"cannot read image {image}: {err.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _open_file(path: Path) -> int:
+    """``path`` open for reading, checked as every input is: a folder gets a
+    pointer at bundle-vol, a FIFO, device or socket an error at once."""
+    if path.is_dir():
+        raise refuse_tree(str(path), "a directory")
+    try:
+        return open_input(path, "image")
     except FileNotFoundError:
         raise UsageError(f"{{param}} {path} does not exist", param="image") from None
     except OSError as err:
         raise StorageError(f"cannot read image {path}: {err.strerror}") from None
-    return _adopt(fd, str(path), path, image_format, image_size)
+
+
+def _head_and_tail(fd: int, size: int) -> tuple[bytes, bytes]:
+    """The bytes formats are recognised by: the first and the last few hundred."""
+    return os.pread(fd, HEAD_BYTES, 0), os.pread(fd, TAIL_BYTES, max(0, size - TAIL_BYTES))
 
 
 def _open_stdin(image_format: ImageFormat | None, image_size: int | None) -> ImageSource:
@@ -91,7 +117,7 @@ def _open_stdin(image_format: ImageFormat | None, image_size: int | None) -> Ima
         return _adopt(fd, STDIN_LABEL, None, image_format, image_size)
     if stat.S_ISDIR(mode):
         os.close(fd)
-        raise refuse_tree(STDIN_LABEL, "a folder")
+        raise refuse_tree(STDIN_LABEL, "a directory")
     raw = io.BufferedReader(io.FileIO(fd, "rb"), _PIPE_BUFFER)
     try:
         head = raw.read(HEAD_BYTES)
@@ -120,8 +146,7 @@ def _adopt(
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UsageError(f"{{param}} {label} is not a regular file", param="image")
-        head = os.pread(fd, HEAD_BYTES, 0)
-        tail = os.pread(fd, TAIL_BYTES, max(0, st.st_size - TAIL_BYTES))
+        head, tail = _head_and_tail(fd, st.st_size)
         kind = image_format or format_of(head, tail)
         source = _source_for(fd, label, path, kind, head, st, image_size)
         if source.info.size is not None and image_size not in (None, source.info.size):

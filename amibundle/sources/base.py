@@ -10,13 +10,13 @@ hands the bundling pipeline the bytes of those extents.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import BinaryIO, Protocol
 
 from amibundle.errors import ImageSourceError
-from amibundle.format.tar import Extent
+from amibundle.format.tar import Extent, ExtentMap
 from amibundle.progress import Progress
 from amibundle.sparse import ZERO_GRANULE, ExtentReader, is_zero
 from amibundle.validate import image_too_large
@@ -82,7 +82,7 @@ class Layout:
     """What the tar header needs: the size and where the data is."""
 
     size: int
-    extents: tuple[Extent, ...] | None  # None: dense (every byte is data)
+    extents: Sequence[Extent] | None  # None: dense (every byte is data); an ExtentMap
     size_origin: SizeOrigin
 
 
@@ -164,7 +164,7 @@ class SequentialReader:
         self._scratch = memoryview(bytearray(ZERO_GRANULE))
 
     def extents(
-        self, extents: tuple[Extent, ...], buffers: Iterator[bytearray]
+        self, extents: Iterable[Extent], buffers: Iterator[bytearray]
     ) -> Iterator[memoryview]:
         for extent in extents:
             self._skip_zeros(extent.offset)
@@ -212,12 +212,12 @@ def zero_scan(
     errors: ErrorMapper,
     progress_step: Callable[[int], None],
     size_limit: int | None,
-) -> tuple[int, list[Extent]]:
+) -> tuple[int, ExtentMap]:
     """One pass over ``stream``: its size and its data extents (aligned
     granules of zeros left out), as :func:`amibundle.sparse.carve_zero_runs`
     finds them in a file."""
     buffer = memoryview(bytearray(16 * ZERO_GRANULE))
-    extents: list[Extent] = []
+    extents = ExtentMap()  # 16 bytes an extent, however many zero runs there are
     start: int | None = None  # where the data run being collected began
     offset = 0
     while True:
@@ -227,7 +227,7 @@ def zero_scan(
             at = offset + granule
             if is_zero(buffer[granule : min(granule + ZERO_GRANULE, n)]):
                 if start is not None:
-                    extents.append(Extent(start, at - start))
+                    extents.append(start, at - start)
                     start = None
             elif start is None:
                 start = at
@@ -238,5 +238,5 @@ def zero_scan(
         if n < len(buffer):
             break
     if start is not None:
-        extents.append(Extent(start, offset - start))
+        extents.append(start, offset - start)
     return offset, extents

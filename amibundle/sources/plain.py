@@ -46,7 +46,8 @@ class PlainFile:
         size = self._info.size or 0  # checked against the limit before the layout
         extents = carve_zero_runs(self._fd, data_extents(self._fd, size))
         dense = size == 0 or extents == [Extent(0, size)]
-        return Layout(size, None if dense else tuple(extents), SizeOrigin.FILE)
+        # The ExtentMap as it is: millions of extents stay compact.
+        return Layout(size, None if dense else extents, SizeOrigin.FILE)
 
     def close(self) -> None:
         os.close(self._fd)

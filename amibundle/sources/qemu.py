@@ -29,12 +29,13 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from amibundle import tools
 from amibundle.errors import ImageSourceError, ToolError
+from amibundle.files import work_prefix
 from amibundle.format.tar import Extent
 from amibundle.progress import Progress, Stage
 from amibundle.sources.base import ImageFormat, Layout, SizeOrigin, SourceInfo
@@ -74,7 +75,7 @@ def _shifted(extents: Iterable[Extent], by: int) -> list[Extent]:
     return [Extent(extent.offset + by, extent.length) for extent in extents]
 
 
-def _intersect(first: list[Extent], second: list[Extent]) -> list[Extent]:
+def _intersect(first: Sequence[Extent], second: Sequence[Extent]) -> list[Extent]:
     """The ranges in both lists (each sorted, without overlaps)."""
     found: list[Extent] = []
     i = j = 0
@@ -231,7 +232,8 @@ class QemuImage:
 
     def _scratch_folder(self) -> Path:
         if self._scratch is None:
-            self._scratch = Path(tempfile.mkdtemp(prefix="amibundle-qemu-"))  # mode 0700
+            # Mode 0700, named like everything amibundle writes before it is complete.
+            self._scratch = Path(tempfile.mkdtemp(prefix=work_prefix(), suffix=".qemu"))
         return self._scratch
 
     def _qemu(self, words: list[str]) -> str:

@@ -188,7 +188,7 @@ class CompressedFile:
             )
         dense = extents == [Extent(0, size)] or size == 0
         origin = self._info.size_origin or SizeOrigin.COUNTED
-        self._layout = Layout(size, None if dense else tuple(extents), origin)
+        self._layout = Layout(size, None if dense else extents, origin)
         return self._layout
 
     def read_extents(
@@ -198,7 +198,7 @@ class CompressedFile:
             raise RuntimeError("layout() first: the tar header needs it")
         with self._stream() as stream:
             reader = SequentialReader(stream, self._layout.size, self._label, self._errors)
-            yield from reader.extents(tuple(extents), buffers)
+            yield from reader.extents(extents, buffers)
 
     def close(self) -> None:
         os.close(self._fd)
@@ -276,7 +276,7 @@ class PipeStream:
         size = self._info.size
         assert size is not None
         reader = SequentialReader(self._stream, size, self._label, self._errors)
-        yield from reader.extents(tuple(extents), buffers)
+        yield from reader.extents(extents, buffers)
 
     def close(self) -> None:
         with contextlib.suppress(*_ERRORS):

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from amibundle import tools
 from amibundle.bundling import BundleResult, bundle_image
-from amibundle.errors import MetadataUnavailable, ToolError, UsageError
-from amibundle.files import check_directory, refuse_existing
+from amibundle.errors import ImageSizeError, MetadataUnavailable, ToolError, UsageError
+from amibundle.files import WORK_PREFIX, check_directory, open_input, refuse_existing
 from amibundle.format.manifest import DEFAULT_PART_SIZE
 from amibundle.identity import BundleKeys
 from amibundle.metadata import BundleMetadata
@@ -36,7 +36,9 @@ from amibundle.validate import (
     as_path,
     check_optional_record,
     check_plain_name,
+    check_progress,
 )
+from amibundle.volume.boot import BootMode, prepare_boot
 from amibundle.volume.build import build_image
 from amibundle.volume.imds import MetadataClient
 from amibundle.volume.plan import (
@@ -69,6 +71,7 @@ class VolumeBundleResult(JsonRecord):
     builder: Builder
     fs_type: str
     partition: PartitionTable
+    boot_mode: BootMode  # what a registration sends as EC2's BootMode
     image_size: int
     files_copied: int
     data_bytes: int
@@ -99,6 +102,7 @@ def bundle_volume(
     fs_type: str | None = None,
     label: str | None = None,
     bootloader: bool = True,
+    boot_mode: BootMode | str = BootMode.LEGACY_BIOS,
     keep_partial: bool = False,
     size_checks: bool = True,
     force: bool = False,
@@ -113,12 +117,15 @@ def bundle_volume(
     ``metadata`` and ``keys`` say what the manifest says and who it is for;
     both None makes only the image (the classic ``--clone-only``).
     ``size_mib=None`` sizes the image from the data (plus headroom).
-    ``partition`` None is the classic automatic choice. ``inherit`` None
-    means "when on EC2": the metadata service is asked, and if it cannot be
-    reached, bundling goes on without inheriting; True makes an unreachable
-    service an error (:class:`MetadataUnavailable`). Values in ``metadata``
-    always win over inherited ones. ``notify`` receives one line per step
-    (the CLI prints them).
+    ``partition`` None is the classic automatic choice (gpt for
+    ``boot_mode="uefi"``). Partitioned images get GRUB 2 for ``boot_mode``
+    (written into the image file, no loop device needed) unless
+    ``bootloader`` is False; the volume must then have a kernel in ``/boot``.
+    ``inherit`` None means "when on EC2": the metadata service is asked, and
+    if it cannot be reached, bundling goes on without inheriting; True makes
+    an unreachable service an error (:class:`MetadataUnavailable`). Values
+    in ``metadata`` always win over inherited ones. ``notify`` receives one
+    line per step (the CLI prints them).
     """
     started = time.monotonic()
     say = notify or (lambda line: log.info("%s", line))
@@ -127,6 +134,7 @@ def bundle_volume(
     if (metadata is None) != (keys is None):
         raise UsageError("give both metadata and keys to bundle, or neither to make only the image")
     clone_only = metadata is None
+    progress = check_progress(progress)
     source_path = _checked_volume(volume)
     folder = as_path(destination, "destination")
     check_directory(folder, "destination")
@@ -143,26 +151,36 @@ def bundle_volume(
     fstab_path, fstab_variant = _fstab_choice(fstab, generate_fstab)
     requested_builder = None if builder is None else as_enum(Builder, builder, "builder")
     table = None if partition is None else as_enum(PartitionTable, partition, "partition")
+    mode = as_enum(BootMode, boot_mode, "boot_mode")
     client = _metadata_client(inherit, clone_only, metadata_service, say)
 
     source = source_filesystem(source_path)
+    chosen_table = partition_for(table, source_path, say, boot_mode=mode)
+    chosen_type = fs_type or _default_fs_type(source.fs_type)
+    chosen = choose_builder(requested_builder, chosen_type)
+    uuid = source.uuid or new_uuid()
+    # GRUB, its tools and a kernel in the volume are checked now, not after the copy.
+    boot = (
+        None
+        if chosen_table is PartitionTable.NONE
+        else prepare_boot(source_path, mode, uuid=uuid, fs_type=chosen_type, bootloader=bootloader)
+    )
     spec = ImageSpec(
         path=image_path,
         size=None if size_mib is None else size_mib * MiB,
-        fs_type=fs_type or _default_fs_type(source.fs_type),
+        fs_type=chosen_type,
         label=label if label is not None else source.label,
-        uuid=source.uuid or new_uuid(),
-        partition=partition_for(table, source_path, say),
-        bootloader=bootloader,
+        uuid=uuid,
+        partition=chosen_table,
         fstab=fstab_path,
         generate_fstab=fstab_variant,
-        grub_config=as_optional_path(grub_config, "grub_config"),
-        script=as_optional_path(script, "script"),
+        grub_config=_input_file(grub_config, "grub_config"),
+        script=_input_file(script, "script"),
         keep_partial=keep_partial,
         force=force,
         max_size=MAX_IMAGE_SIZE if size_checks else None,
+        boot=boot,
     )
-    chosen = choose_builder(requested_builder, spec.fs_type, spec.partition, spec.bootloader)
     say(f"Using the {chosen.value} builder: {spec.fs_type}, partitions: {spec.partition.value}")
     rules = rules_for_volume(
         source_path,
@@ -200,7 +218,8 @@ def _own_paths(destination: Path, name: str) -> list[Path]:
     destination folder is, as with the classic tool)."""
     return [
         destination / name,
-        destination / f".{name}.*",  # partial image and staging tree
+        destination / f".{name}.*",  # the staging tree
+        destination / f"{WORK_PREFIX}*",  # the partial image, work folders
         destination / f"{name}.part.*",
         destination / f"{name}.manifest.xml",
         Path(tempfile.gettempdir()) / "amibundle-mnt-*",  # the loop builder's mount point
@@ -218,6 +237,7 @@ def _result(
         builder=built.builder,
         fs_type=built.fs_type,
         partition=built.partition,
+        boot_mode=built.boot_mode,
         image_size=built.image_size,
         files_copied=built.entries,
         data_bytes=built.data_bytes,
@@ -243,11 +263,27 @@ def _fstab_choice(
     fstab: str | os.PathLike[str] | None, generate: FstabVariant | str | None
 ) -> tuple[Path | None, FstabVariant | None]:
     """The fstab to install: a file, a generated variant, or neither (the volume's)."""
-    path = as_optional_path(fstab, "fstab")
+    path = _input_file(fstab, "fstab")
     variant = None if generate is None else as_enum(FstabVariant, generate, "generate_fstab")
     if path is not None and variant is not None:
         raise UsageError("{param} cannot be combined with a generated fstab", param="fstab")
     return path, variant
+
+
+def _input_file(value: str | os.PathLike[str] | None, param: str) -> Path | None:
+    """An optional file the user gives (fstab, GRUB menu, script), checked now
+    to be a regular file, before the long copy."""
+    path = as_optional_path(value, param)
+    if path is not None:
+        try:
+            os.close(open_input(path, param.replace("_", " ")))
+        except FileNotFoundError:
+            raise UsageError(f"{{param}} {path} does not exist", param=param) from None
+        except OSError as err:
+            raise UsageError(
+                f"{{param}} {path} cannot be read: {err.strerror}", param=param
+            ) from None
+    return path
 
 
 def _default_fs_type(volume_type: str | None) -> str:
@@ -263,21 +299,36 @@ def _check_size(size_mib: int | None, *, size_checks: bool) -> None:
             f"{{param}} must be at least 1 MiB (or auto), not {size_mib!r}", param="size_mib"
         )
     if size_checks and size_mib * MiB > MAX_IMAGE_SIZE:
-        raise UsageError(
-            f"{{param}} {size_mib} MiB is larger than EC2's 10240 MiB limit for "
-            "instance-store images (size_checks lifts it)",
+        raise ImageSizeError(
+            f"an image of {size_mib} MiB is larger than EC2's 10240 MiB limit for "
+            "instance-store images",
             hint="{off} lifts the limit, for other clouds",
-            param="size_mib",
+            param="size_checks",
         )
 
 
 def partition_for(
-    requested: PartitionTable | None, volume: Path, say: Callable[[str], None]
+    requested: PartitionTable | None,
+    volume: Path,
+    say: Callable[[str], None],
+    *,
+    boot_mode: BootMode = BootMode.LEGACY_BIOS,
 ) -> PartitionTable:
     """``requested``, or the classic automatic choice: the table type of the
-    disk holding the volume when it is ``/``, else none."""
+    disk holding the volume when it is ``/``, else none. UEFI needs GPT (its
+    EFI system partition)."""
+    uefi = boot_mode is BootMode.UEFI
+    if uefi and requested is not None and requested is not PartitionTable.GPT:
+        raise UsageError(
+            "{param} uefi needs a GPT image (an EFI system partition), "
+            f"not a partition table of type {requested.value}",
+            param="boot_mode",
+        )
     if requested is not None:
         return requested
+    if uefi:
+        say("Partition type: gpt (boot mode uefi)")
+        return PartitionTable.GPT
     if os.path.realpath(volume) != "/":
         say("Not partitioning (the volume is not /)")
         return PartitionTable.NONE

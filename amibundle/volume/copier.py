@@ -252,8 +252,13 @@ def _copy_xattrs(src: str, dst: str, is_link: bool) -> tuple[tuple[str, bytes], 
 
 def _copy_file(src: str, dst: str, st: os.stat_result, *, reflink: bool) -> int:
     """Copies a regular file, keeping holes; returns the bytes of data copied."""
-    src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    # Without blocking, and checked again: the walk saw a regular file, but
+    # a live volume may have put a FIFO in its place since.
+    src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
     try:
+        if not stat.S_ISREG(os.fstat(src_fd).st_mode):
+            raise StorageError(f"{src} changed while it was being copied: it is no longer a file")
+        os.set_blocking(src_fd, True)
         dst_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             if reflink and _try_reflink(src_fd, dst_fd):

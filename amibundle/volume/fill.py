@@ -2,8 +2,9 @@
 
 Empty ``mnt proc sys dev`` with the classic nodes in ``dev``, the fstab asked
 for (the volume's own, ``--fstab FILE`` or a built-in one, the old one kept
-as ``etc/fstab.old``), the legacy GRUB menu of ``--grub-config``, and the
-``-S`` script. Shared by both builders: as root, owners are set directly;
+as ``etc/fstab.old``), the legacy GRUB menu of ``--grub-config``, GRUB 2's
+``/boot/grub`` for a partitioned image (:mod:`amibundle.volume.boot`), and
+the ``-S`` script. Shared by both builders: as root, owners are set directly;
 unprivileged, they are returned as fixups for debugfs. New files never write
 through an existing path (a staged hard link would carry the change into the
 volume): the old entry is removed or renamed first.
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from amibundle import tools
 from amibundle.errors import ToolError, VolumeError
+from amibundle.files import write_new
+from amibundle.volume.boot import DiskTable, stage_boot_files
 from amibundle.volume.copier import CopyResult, Fixup
 from amibundle.volume.plan import FstabVariant, ImageSpec, Layout, Notify, PartitionTable
 
@@ -27,8 +30,10 @@ __all__ = [
     "add_special_files",
     "add_special_folders",
     "fstab_text",
+    "install_boot_files",
     "install_fstab",
     "install_grub_config",
+    "own_created",
     "replace_file",
     "run_script",
 ]
@@ -110,6 +115,12 @@ def _own(
     copied.fixups.append(Fixup(rel, mode=full_mode, uid=uid, gid=gid, device=device))
 
 
+def own_created(root: Path, rels: list[str], copied: CopyResult, privileged: bool) -> None:
+    """Gives what a finishing step created (``rels``, relative to ``root``) to root."""
+    for rel in rels:
+        _own(root, rel, copied, privileged)
+
+
 def add_special_files(root: Path, copied: CopyResult, privileged: bool) -> None:
     """Empty mnt, proc, sys, dev and the classic nodes in dev (the volume's own
     dev is never copied)."""
@@ -159,12 +170,7 @@ def replace_file(
         path.replace(root / keep_old_as)
     elif os.path.lexists(path):
         path.unlink()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    path.chmod(0o644)
+    write_new(path, data)
     _own(root, rel, copied, privileged, mode=stat.S_IFREG | 0o644)
 
 
@@ -206,6 +212,15 @@ def install_grub_config(
     _own(root, "boot/grub/grub.conf", copied, privileged, mode=stat.S_IFLNK | 0o777)
 
 
+def install_boot_files(
+    root: Path, spec: ImageSpec, table: DiskTable | None, copied: CopyResult, privileged: bool
+) -> None:
+    """GRUB 2's ``/boot/grub`` (grub.cfg and modules) for a partitioned image
+    with a boot loader; its boot code goes into the finished file later."""
+    if spec.boot is not None and table is not None:
+        own_created(root, stage_boot_files(root, spec.boot, table), copied, privileged)
+
+
 def run_script(spec: ImageSpec, root: Path, notify: Notify) -> None:
     if spec.script is None:
         return
@@ -213,6 +228,9 @@ def run_script(spec: ImageSpec, root: Path, notify: Notify) -> None:
     try:
         done = tools.run([str(spec.script.resolve()), str(root)])
     except ToolError as err:
-        raise VolumeError(f"the script {spec.script} failed: {err}") from None
+        hint = (
+            "a script needs execute permission and a '#!' line" if err.returncode == 126 else None
+        )
+        raise VolumeError(f"the script {spec.script} failed: {err}", hint=hint) from None
     if done.stdout.strip():
         log.debug("script output: %s", done.stdout.rstrip())

@@ -2,7 +2,10 @@
 
 Sparse file, optional partition table, ``losetup``, mkfs (ext2/3/4, xfs,
 btrfs), mount at a private temporary folder, copy with
-:mod:`amibundle.volume.copier`, fstab, script, boot loader, unmount, detach.
+:mod:`amibundle.volume.copier`, fstab, ``/boot/grub``, script, unmount,
+detach. No partition nodes are needed (kernels that do not scan loop
+partitions get a second loop device over partition 1): the boot code is
+written into the finished file (:func:`amibundle.volume.boot.finish_disk`).
 """
 
 from __future__ import annotations
@@ -21,38 +24,30 @@ from amibundle.volume.copier import CopyResult, populate
 from amibundle.volume.fill import (
     add_special_files,
     add_special_folders,
+    install_boot_files,
     install_fstab,
     install_grub_config,
     run_script,
 )
 from amibundle.volume.plan import (
     EXT_TYPES,
+    BuildJob,
     ImageSpec,
     Layout,
     MiB,
-    Notify,
     PartitionTable,
     mke2fs_options,
 )
-from amibundle.volume.rules import CopyRules, TreeTotals, walk
+from amibundle.volume.rules import TreeTotals, walk
 
 __all__ = ["build_with_loop"]
 
 log = logging.getLogger("amibundle.volume")
 
 
-def build_with_loop(
-    volume: Path,
-    rules: CopyRules,
-    spec: ImageSpec,
-    layout: Layout,
-    partial: Path,
-    totals: TreeTotals,
-    cleanup: contextlib.ExitStack,
-    notify: Notify,
-) -> CopyResult:
-    bootloader = layout.partition is not PartitionTable.NONE and spec.bootloader
-    disk, fs_device = _attach(partial, layout, cleanup, need_partition_node=bootloader)
+def build_with_loop(job: BuildJob, cleanup: contextlib.ExitStack) -> CopyResult:
+    volume, spec, layout, totals, notify = job.volume, job.spec, job.layout, job.totals, job.notify
+    fs_device = _attach(job.partial, layout, cleanup)
     _mkfs(fs_device, spec, layout, totals)
     mount_point = Path(tempfile.mkdtemp(prefix="amibundle-mnt-"))
     cleanup.callback(_remove_mount_point, mount_point)
@@ -62,14 +57,13 @@ def build_with_loop(
     notify(f"Copying {volume} into the image file (mounted at {mount_point}) ...")
     add_special_folders(mount_point)
     copied = populate(
-        volume, walk(volume, rules), mount_point, link_to_volume=False, privileged=True
+        volume, walk(volume, job.rules), mount_point, link_to_volume=False, privileged=True
     )
     add_special_files(mount_point, copied, True)
     install_fstab(mount_point, spec, copied, True, notify)
     install_grub_config(mount_point, spec, layout, copied, True)
+    install_boot_files(mount_point, spec, job.table, copied, True)
     run_script(spec, mount_point, notify)
-    if bootloader:
-        _install_grub(volume, mount_point, disk, notify)
     root = os.lstat(volume)
     os.chown(mount_point, root.st_uid, root.st_gid)
     mount_point.chmod(stat.S_IMODE(root.st_mode))
@@ -79,14 +73,12 @@ def build_with_loop(
     return copied
 
 
-def _attach(
-    partial: Path, layout: Layout, cleanup: contextlib.ExitStack, *, need_partition_node: bool
-) -> tuple[str, str]:
-    """Binds the image to a loop device; returns (disk device, file system device)."""
+def _attach(partial: Path, layout: Layout, cleanup: contextlib.ExitStack) -> str:
+    """Binds the image to a loop device; returns the file system's device."""
     if layout.partition is PartitionTable.NONE:
         disk = tools.run(["losetup", "--find", "--show", partial]).stdout.strip()
         cleanup.callback(_detach, disk)
-        return disk, disk
+        return disk
     disk = tools.run(["losetup", "--find", "--show", "--partscan", partial]).stdout.strip()
     cleanup.callback(_detach, disk)
     node = f"{disk}p1"
@@ -97,14 +89,7 @@ def _attach(
             break  # the kernel did not scan partitions: no node will come
         time.sleep(0.05)
     if Path(node).exists():
-        return disk, node
-    if need_partition_node:
-        raise VolumeError(
-            f"the kernel shows no partitions of {disk} here (no loop partition scanning), "
-            "so GRUB cannot be installed",
-            hint="use {off}, or run where losetup --partscan works",
-            param="bootloader",
-        )
+        return node
     # No partition nodes: a second loop device over partition 1 is enough to copy.
     part = tools.run(
         [
@@ -117,7 +102,7 @@ def _attach(
         ]
     ).stdout.strip()
     cleanup.callback(_detach, part)
-    return disk, part
+    return part
 
 
 def _detach(device: str) -> None:
@@ -177,26 +162,3 @@ def _check_free_space(mount_point: Path, totals: TreeTotals, spec: ImageSpec) ->
             hint="use a larger {param}, or size the image automatically",
             param="size_mib",
         )
-
-
-def _install_grub(volume: Path, mount_point: Path, disk: str, notify: Notify) -> None:
-    """GRUB 2 for BIOS, with the volume's own GRUB modules when it has them."""
-    modules = volume / "usr/lib/grub/i386-pc"
-    directory = modules if modules.is_dir() else Path("/usr/lib/grub/i386-pc")
-    if not directory.is_dir():
-        raise VolumeError(
-            "no GRUB 2 for BIOS (i386-pc) in the volume or on this machine",
-            hint="install grub-pc-bin, or use {off}",
-            param="bootloader",
-        )
-    notify(f"Installing GRUB on {disk} (modules from {directory}) ...")
-    tools.run(
-        [
-            "grub-install",
-            "--target=i386-pc",
-            f"--directory={directory}",
-            f"--boot-directory={mount_point / 'boot'}",
-            "--modules=part_msdos part_gpt ext2",
-            disk,
-        ]
-    )

@@ -5,13 +5,13 @@ the choice of builder, the source file system's facts (``blkid``), and the
 image file itself: its size (given, or from the data plus headroom), its
 partition table (``sfdisk`` for MBR, ``sgdisk`` for the classic GPT layout)
 and, for ext2/3/4, a trial ``mke2fs`` that proves the data fits before a
-byte is copied. The builders are in :mod:`amibundle.volume.build`.
+byte is copied. The builders are in :mod:`amibundle.volume.build`; where
+the boot partitions go and how the image boots is :mod:`amibundle.volume.boot`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -23,13 +23,22 @@ from pathlib import Path
 
 from amibundle import tools
 from amibundle.errors import AmibundleError, ToolNotFound, VolumeError
-from amibundle.volume.rules import TreeTotals, mount_of, mount_table
+from amibundle.volume.boot import (
+    BootMode,
+    BootSetup,
+    DiskTable,
+    gpt_layout,
+    read_table,
+    table_overhead,
+)
+from amibundle.volume.rules import CopyRules, TreeTotals, mount_of, mount_table
 
 __all__ = [
     "BLOCK",
     "DEFAULT_FS_TYPE",
     "EXT_TYPES",
     "LOOP_TYPES",
+    "BuildJob",
     "BuildResult",
     "Builder",
     "FstabVariant",
@@ -55,7 +64,6 @@ BLOCK = 4096
 EXT_TYPES = ("ext2", "ext3", "ext4")
 LOOP_TYPES = (*EXT_TYPES, "xfs", "btrfs")
 DEFAULT_FS_TYPE = "ext3"  # the classic default when the volume's type is unknown
-_GPT_BIOS_SLOT = 128
 _CAP_SYS_ADMIN = 21
 
 
@@ -126,7 +134,6 @@ class ImageSpec:
     label: str | None
     uuid: str
     partition: PartitionTable
-    bootloader: bool
     fstab: Path | None = None
     generate_fstab: FstabVariant | None = None
     grub_config: Path | None = None
@@ -134,6 +141,13 @@ class ImageSpec:
     keep_partial: bool = False
     force: bool = False
     max_size: int | None = None  # refuse a larger (automatic) size
+    # How a partitioned image boots (None: a flat image); its ``modules``
+    # None: no boot loader (bootloader=False).
+    boot: BootSetup | None = None
+
+    @property
+    def boot_mode(self) -> BootMode:
+        return self.boot.mode if self.boot is not None else BootMode.LEGACY_BIOS
 
 
 @dataclass(frozen=True)
@@ -154,6 +168,7 @@ class BuildResult:
     label: str | None
     uuid: str
     partition: PartitionTable
+    boot_mode: BootMode
     image_size: int
     entries: int
     data_bytes: int
@@ -162,6 +177,22 @@ class BuildResult:
 
 
 Notify = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """What a builder (:mod:`~amibundle.volume.rootless`, :mod:`~amibundle.volume.loop`)
+    is given: the volume and its rules, the spec and the partial image file,
+    already laid out, with its partition table read back (None: flat)."""
+
+    volume: Path
+    rules: CopyRules
+    spec: ImageSpec
+    layout: Layout
+    partial: Path
+    totals: TreeTotals
+    table: DiskTable | None
+    notify: Notify
 
 
 # --- choosing ------------------------------------------------------------------------
@@ -192,10 +223,9 @@ def _has_capability(bit: int) -> bool:
     return False
 
 
-def choose_builder(
-    requested: Builder | None, fs_type: str, partition: PartitionTable, bootloader: bool
-) -> Builder:
-    """``requested``, else loop when it can work here, else rootless."""
+def choose_builder(requested: Builder | None, fs_type: str) -> Builder:
+    """``requested``, else loop when it can work here, else rootless. Both make
+    bootable partitioned images (:mod:`amibundle.volume.boot`)."""
     usable, why = loop_available()
     if requested is Builder.LOOP and not usable:
         raise VolumeError(
@@ -208,16 +238,8 @@ def choose_builder(
                 f"the rootless builder makes ext2/ext3/ext4 only, not {fs_type}",
                 hint="use an ext4 file system, or the loop builder as root",
             )
-        if partition is not PartitionTable.NONE and bootloader:
-            raise VolumeError(
-                "the rootless builder cannot install a boot loader into a partitioned image",
-                hint="use the loop builder (as root), or {off}",
-                param="bootloader",
-            )
     elif fs_type not in LOOP_TYPES:
         raise VolumeError(f"unsupported file system type {fs_type!r} ({', '.join(LOOP_TYPES)})")
-    elif partition is not PartitionTable.NONE and bootloader:
-        tools.which("grub-install")  # missing: say so now, not after the copy
     return builder
 
 
@@ -228,11 +250,11 @@ def prepare_image(partial: Path, spec: ImageSpec, totals: TreeTotals, notify: No
     """Sizes the image, writes the partition table, and for ext2/3/4 proves with
     a trial mke2fs that the data fits, all before anything is copied."""
     attempts = 4 if spec.size is None else 1
-    size = spec.size or _first_guess(totals, spec.partition)
+    size = spec.size or _first_guess(totals, spec.partition, spec.boot_mode)
     if spec.size is None and spec.fs_type == "xfs":
         size = max(size, 320 * MiB)  # mkfs.xfs refuses file systems under 300 MB
     for attempt in range(attempts):
-        layout = _make_layout(partial, size, spec.partition)
+        layout = _make_layout(partial, size, spec.partition, spec.boot_mode)
         if spec.fs_type not in EXT_TYPES:
             _check_fits_estimate(totals, layout, spec)
             if spec.size is None:
@@ -270,10 +292,10 @@ def _check_auto_size(layout: Layout, spec: ImageSpec) -> None:
         )
 
 
-def _first_guess(totals: TreeTotals, partition: PartitionTable) -> int:
+def _first_guess(totals: TreeTotals, partition: PartitionTable, boot_mode: BootMode) -> int:
     # Data plus 10% and room for the journal, inode tables and folders to grow.
     inode_tables = totals.inodes * 256 * 2
-    table = 0 if partition is PartitionTable.NONE else 3 * MiB
+    table = 0 if partition is PartitionTable.NONE else table_overhead(boot_mode)
     return _round_mib(totals.needed_bytes * 11 // 10 + inode_tables + 48 * MiB + table)
 
 
@@ -301,7 +323,9 @@ def _check_fits_estimate(totals: TreeTotals, layout: Layout, spec: ImageSpec) ->
         )
 
 
-def _make_layout(partial: Path, size: int, partition: PartitionTable) -> Layout:
+def _make_layout(
+    partial: Path, size: int, partition: PartitionTable, boot_mode: BootMode
+) -> Layout:
     """Creates the sparse image of ``size`` bytes with its partition table."""
     with open(partial, "r+b") as handle:
         handle.truncate(0)
@@ -313,32 +337,12 @@ def _make_layout(partial: Path, size: int, partition: PartitionTable) -> Layout:
         script = "label: dos\nunit: sectors\n\nstart=2048, type=83, bootable\n"
         tools.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", partial], input=script)
     else:
-        # The classic GPT: a BIOS boot partition (for GRUB's core image) at
-        # 1 MiB in the last slot, so the root file system stays partition 1.
-        tools.run(
-            [
-                "sgdisk",
-                "--clear",
-                f"--new={_GPT_BIOS_SLOT}:2048:4095",
-                f"--typecode={_GPT_BIOS_SLOT}:EF02",
-                f"--change-name={_GPT_BIOS_SLOT}:BIOS Boot Partition",
-                "--new=1:4096:0",
-                "--typecode=1:8300",
-                "--change-name=1:Linux",
-                partial,
-            ]
-        )
-    start, sectors = _partition_one(partial)
-    return Layout(size, start * 512, (sectors * 512) // BLOCK * BLOCK, partition)
-
-
-def _partition_one(image: Path) -> tuple[int, int]:
-    """(start, size) in sectors of partition 1, read back with ``sfdisk --json``."""
-    table = json.loads(tools.run(["sfdisk", "--json", image]).stdout)["partitiontable"]
-    for part in table.get("partitions", []):
-        if str(part["node"]).endswith(f"{image}1") or str(part["node"]) == f"{image.name}1":
-            return int(part["start"]), int(part["size"])
-    raise VolumeError(f"the partition table written to {image} has no partition 1")
+        # The classic GPT: the boot partition (BIOS boot for GRUB's core image,
+        # or the EFI system partition) at 1 MiB in the last slot, so the root
+        # file system stays partition 1.
+        tools.run(["sgdisk", "--clear", *gpt_layout(boot_mode), partial])
+    root = read_table(partial).number(1)
+    return Layout(size, root.start * 512, (root.sectors * 512) // BLOCK * BLOCK, partition)
 
 
 def mke2fs_options(spec: ImageSpec, layout: Layout, totals: TreeTotals) -> list[str]:

@@ -5,7 +5,9 @@ A staging view of the volume made of hard links
 system straight into the image file (at the partition's offset for
 partitioned images), then ``debugfs -w`` for what an unprivileged copy
 cannot carry: device nodes, owners of other users, setgid bits, privileged
-attributes, and the root folder's own metadata.
+attributes, and the root folder's own metadata. A partitioned image's
+``/boot/grub`` is staged with the rest; its boot code is written into the
+finished file afterwards (:func:`amibundle.volume.boot.finish_disk`).
 """
 
 from __future__ import annotations
@@ -24,26 +26,19 @@ from amibundle.errors import VolumeError
 from amibundle.volume.copier import CopyResult, Fixup, populate
 from amibundle.volume.fill import (
     add_special_files,
+    install_boot_files,
     install_fstab,
     install_grub_config,
     run_script,
 )
-from amibundle.volume.plan import BLOCK, ImageSpec, Layout, Notify, fs_name, mke2fs_options
-from amibundle.volume.rules import CopyRules, TreeTotals, walk
+from amibundle.volume.plan import BLOCK, BuildJob, fs_name, mke2fs_options
+from amibundle.volume.rules import walk
 
 __all__ = ["build_rootless"]
 
 
-def build_rootless(
-    volume: Path,
-    rules: CopyRules,
-    spec: ImageSpec,
-    layout: Layout,
-    partial: Path,
-    totals: TreeTotals,
-    cleanup: contextlib.ExitStack,
-    notify: Notify,
-) -> CopyResult:
+def build_rootless(job: BuildJob, cleanup: contextlib.ExitStack) -> CopyResult:
+    volume, spec, layout, notify = job.volume, job.spec, job.layout, job.notify
     privileged = os.geteuid() == 0
     staging = Path(
         tempfile.mkdtemp(prefix=f".{spec.path.name}.", suffix=".staging", dir=spec.path.parent)
@@ -54,23 +49,24 @@ def build_rootless(
     link = spec.script is None
     notify(f"Staging {volume} in {staging} ({'hard links' if link else 'copies'}) ...")
     copied = populate(
-        volume, walk(volume, rules), staging, link_to_volume=link, privileged=privileged
+        volume, walk(volume, job.rules), staging, link_to_volume=link, privileged=privileged
     )
     add_special_files(staging, copied, privileged)
     install_fstab(staging, spec, copied, privileged, notify)
     install_grub_config(staging, spec, layout, copied, privileged)
+    install_boot_files(staging, spec, job.table, copied, privileged)
     run_script(spec, staging, notify)
     notify(f"Writing the {spec.fs_type} file system into {spec.path.name} (mke2fs -d) ...")
     extended = f"root_owner=0:0,offset={layout.fs_offset}" if layout.fs_offset else "root_owner=0:0"
     tools.run(
         [
             "mke2fs",
-            *mke2fs_options(spec, layout, totals),
+            *mke2fs_options(spec, layout, job.totals),
             "-E",
             extended,
             "-d",
             staging,
-            partial,
+            job.partial,
             str(layout.fs_size // BLOCK),
         ]
     )
@@ -86,7 +82,7 @@ def build_rootless(
             atime=int(root.st_atime),
         ),
     ]
-    _apply_fixups(fs_name(partial, layout), fixups)
+    _apply_fixups(fs_name(job.partial, layout), fixups)
     return copied
 
 

@@ -22,6 +22,7 @@ from amibundle.cli import upload as upload_cli
 from amibundle.cli._options import OptionParser, Style, parse_args
 from amibundle.cli._prompt import DeclinedError
 from amibundle.cli._s3options import is_v2_safe
+from amibundle.progress import Stage
 
 CLASSIC = {
     "upload": "ec2-upload-bundle",
@@ -55,6 +56,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
         record.made.append(("upload", args, kwargs))
         if record.raises is not None:
             raise record.raises
+        # As the library does once the manifest, parts and bucket are checked.
+        kwargs["progress"].start(Stage.UPLOAD, 12345)
+        kwargs["progress"].finish(Stage.UPLOAD)
         bucket = args[1]
         return s3.UploadResult(
             bucket=bucket,
@@ -76,6 +80,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
         record.made.append(("download", args, kwargs))
         if record.raises is not None:
             raise record.raises
+        kwargs["progress"].start(Stage.DOWNLOAD, 999)
+        kwargs["progress"].finish(Stage.DOWNLOAD)
         path = kwargs["directory"] / kwargs["manifest_name"]
         return s3.DownloadResult(
             bucket=args[0],
@@ -653,9 +659,10 @@ def test_unsafe_bucket_name_warns_and_batch_goes_on(
 
 
 @pytest.mark.parametrize(
-    ("answer", "status", "uploaded"), [("n\n", 8, 0), ("", 8, 0), ("y\n", 0, 1)]
+    ("answer", "status", "uploaded"),
+    [("n\n", 8, 0), ("", 8, 0), ("\n", 8, 0), ("y\n", 0, 1), ("Yes\n", 0, 1)],
 )
-def test_unsafe_bucket_name_asks_on_a_terminal(
+def test_unsafe_bucket_name_asks_and_reads_stdin(
     answer: str,
     status: int,
     uploaded: int,
@@ -663,8 +670,9 @@ def test_unsafe_bucket_name_asks_on_a_terminal(
     calls: Calls,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("amibundle.cli._prompt.interactive", lambda batch: not batch)
-    monkeypatch.setattr("amibundle.cli._prompt._read_answer", lambda what: answer)
+    """stdin is read whether or not it is a terminal (``echo n | ec2-upload-bundle``
+    stops); end of input is no."""
+    monkeypatch.setattr("sys.stdin", io.StringIO(answer))
     argv = ["-b", "Old_Bucket", "-m", files["manifest"]]
     assert classic_main("ec2-upload-bundle", argv) == status
     assert len(calls.made) == uploaded

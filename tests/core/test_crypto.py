@@ -518,10 +518,10 @@ def test_missing_files_are_named(tmp_path: Path) -> None:
 def test_a_directory_is_not_a_key_or_certificate(tmp_path: Path) -> None:
     with pytest.raises(CertificateError) as err:
         load_certificate(tmp_path)
-    assert_one_line(err, "cannot read", str(tmp_path))
+    assert_one_line(err, "is a directory, not a regular file", str(tmp_path))
     with pytest.raises(CertificateError) as err:
         load_private_key(tmp_path)
-    assert_one_line(err, "cannot read", str(tmp_path))
+    assert_one_line(err, "is a directory, not a regular file", str(tmp_path))
 
 
 GARBAGE = {

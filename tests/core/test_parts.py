@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from amibundle.errors import IntegrityError, OutputExistsError, StorageError
-from amibundle.parts import DirectoryPartSink, PartReader, PartRecord, PartSpec, PartSplitter
+from amibundle.folder import DirectoryPartSink
+from amibundle.parts import PartReader, PartRecord, PartSpec, PartSplitter
 from tests.support.common import tree
 from tests.support.errors import cli_text
 
@@ -178,7 +179,7 @@ def test_part_files_are_0600_while_being_written(dest: Path) -> None:
         sink = DirectoryPartSink(dest, "img")
         sink.open_part(0)
         sink.write(memoryview(b"secret ciphertext"))
-        work = [p for p in dest.iterdir() if p.name.startswith(".img.amibundle-")]
+        work = [p for p in dest.iterdir() if p.name.startswith(f".amibundle-{os.getpid()}-")]
         assert len(work) == 1 and work[0].is_dir()
         assert stat.S_IMODE(work[0].stat().st_mode) == 0o700
         (temp,) = list(work[0].iterdir())

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amibundle.errors import UsageError
+from amibundle.errors import ImageSizeError, UsageError
 from amibundle.format.manifest import DeviceMapping
 from amibundle.validate import (
     MAX_IMAGE_SIZE,
@@ -222,14 +222,15 @@ def test_image_sizes_up_to_exactly_ten_gib_are_accepted(size: int) -> None:
 
 
 def test_an_empty_image_is_refused() -> None:
-    with pytest.raises(UsageError) as err:
+    # Not a UsageError: the command line was right, the data is not (classic exit 254).
+    with pytest.raises(ImageSizeError) as err:
         check_image_size(0, size_checks=True)
     assert "empty" in one_line(err)
 
 
 @pytest.mark.parametrize("size", [10 * GIB + 1, 11 * GIB, 1 << 50])
 def test_images_over_ten_gib_are_refused(size: int) -> None:
-    with pytest.raises(UsageError) as err:
+    with pytest.raises(ImageSizeError) as err:
         check_image_size(size, size_checks=True)
     assert str(size) in one_line(err)
     assert "10 GiB" in str(err.value)

@@ -323,12 +323,12 @@ def test_existing_bundle_is_not_overwritten(
 
 BUNDLE_MISTAKES: dict[str, tuple[list[str], str, int]] = {
     "image missing": (["-i", "{tmp}/nope.img"], r"--image.*nope\.img.*no such file", 2),
-    "image is a directory": (["-i", "{tmp}"], r"is a folder, not a disk image", 2),
+    "image is a directory": (["-i", "{tmp}"], r"not a regular file but a directory.*bundle-vol", 2),
     "short account id": (["-u", "12345678901"], r"12-digit", 2),
     "access key as account": (["-u", "AKIAIOSFODNN7EXAMPLE"], r"12-digit", 2),
     "13 digits": (["-u", "1234567890123"], r"12-digit", 2),
     "prefix with slash": (["-p", "a/b"], r"plain file name", 2),
-    "empty image": (["-i", "{tmp}/empty.img"], r"empty", 2),
+    "empty image": (["-i", "{tmp}/empty.img"], r"empty", 1),
     "cert is not a cert": (["-c", "{tmp}/disk.img"], r"not an X\.509 certificate", 1),
     "kernel without name": (["--image-type", "kernel"], r"--kernel-name", 2),
 }

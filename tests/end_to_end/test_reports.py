@@ -108,13 +108,13 @@ def test_verify_lists_only_what_it_checked(image: Path, tmp_path: Path, user_id:
     full = amibundle.verify_bundle(result.manifest_path, cert=user_id.cert, private_key=user_id.key)
     assert full.ok
     assert full.checks == (
-        "manifest", "signature", "parts present", "part sizes",
+        "manifest", "signature", "names", "parts present", "part sizes",
         "decryption", "tar stream", "image digest", "part digests",
     )  # fmt: skip
     result.part_paths[1].unlink()
     broken = amibundle.verify_bundle(result.manifest_path, private_key=user_id.key)
     assert not broken.ok
-    assert broken.checks == ("manifest", "parts present", "part digests")
+    assert broken.checks == ("manifest", "names", "parts present", "part digests")
     assert any("is missing" in problem for problem in broken.problems)
 
 

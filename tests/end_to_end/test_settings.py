@@ -143,21 +143,23 @@ def test_tiny_and_odd_part_sizes(
 
 
 def test_bad_settings_are_usage_errors(image: Path, user_id: Identity, tmp_path: Path) -> None:
-    for codec in (
-        Codec(Compression.GZIP, 10, 1),
-        Codec(Compression.GZIP, 0, 1),
-        Codec(Compression.ZSTD, 23, 1),
-        Codec(Compression.GZIP, 2, 0),
+    # A Codec checks itself when made: a bad one never reaches the image.
+    for compression, level, threads in (
+        (Compression.GZIP, 10, 1),
+        (Compression.GZIP, 0, 1),
+        (Compression.ZSTD, 23, 1),
+        (Compression.GZIP, 2, 0),
     ):
         with pytest.raises(amibundle.UsageError, match=r"level=|threads=") as err:
             bundle(
                 image,
-                tmp_path / f"bad{codec.level}{codec.threads}{codec.compression.value}",
+                tmp_path / f"bad{level}{threads}{compression.value}",
                 user_id,
-                codec,
+                Codec(compression, level, threads),
                 MiB,
             )
         assert re.match(r"--(compress-level|threads) ", cli_text(err))
+        assert not (tmp_path / f"bad{level}{threads}{compression.value}").exists()
 
 
 def _have(tool: str) -> bool:

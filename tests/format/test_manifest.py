@@ -452,13 +452,18 @@ def test_a_flood_of_problems_is_summarised() -> None:
         parts=tuple(PartEntry(i, f"p{i}", "0" * 40) for i in range(100)), bundled_size=1
     )
     data = render(manifest).replace(b"<filename>p", b"<filename>/p")
-    with pytest.raises(ManifestError, match=r"; and 80 more problem\(s\)$"):
+    with pytest.raises(ManifestError) as caught:
         parse(data)
+    # As many problems as fit in one short line, then how many more there are.
+    message = str(caught.value)
+    shown = message.count("is not a plain file name")
+    assert 1 <= shown <= 20 and len(message) <= 1000
+    assert message.endswith(f"; and {100 - shown} more problem(s)")
 
 
 def test_oversized_manifest_is_refused_before_parsing() -> None:
     data = rendered().replace(b"<signature>", b" " * MAX_MANIFEST_SIZE + b"<signature>")
-    with pytest.raises(ManifestError, match="more than the 16777216 allowed"):
+    with pytest.raises(ManifestError, match=f"more than the {MAX_MANIFEST_SIZE} allowed"):
         parse(data)
 
 

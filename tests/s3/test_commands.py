@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,7 +224,13 @@ def test_delete_clear_keeps_a_bucket_that_is_not_empty_then_removes_an_empty_one
     base = ["-b", "del-bucket/b", "-p", "disk.img", "--clear", "--batch", *creds(s3_server)]
     assert classic_main("ec2-delete-bundle", base) == 3
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("ERROR: bucket del-bucket was kept: it is not empty")
+    # Both halves in one line: the bundle is gone, the bucket is kept.
+    assert re.fullmatch(
+        r"ERROR: deleted the bundle \(\d+ objects from s3://del-bucket/b/\), but kept "
+        r"bucket del-bucket: it is not empty \(it holds a/.*\)",
+        err[0],
+    ), err[0]
+    assert err[1] == "hint: delete what else it holds first, or leave out --clear"
     assert not any(key.startswith("b/") for key in keys_of(s3_server, "del-bucket"))
 
     client = s3_server.client()

@@ -146,6 +146,10 @@ def test_clear_removes_the_bucket_only_when_empty(
         )
     message = str(caught.value)
     assert "clearable" in message and "not empty" in message and "two." in message
+    assert isinstance(caught.value, s3.BucketNotEmptyError)
+    assert message.startswith(f"deleted the bundle ({len(one.names)} objects from s3://clearable/)")
+    assert set(caught.value.deleted) == set(one.names)
+    assert caught.value.hint == "delete what else it holds first, or leave out clear=True"
     assert _keys(s3_server, "clearable") == set(two.names)  # one's bundle went, two's stayed
 
     result = s3.delete_bundle(

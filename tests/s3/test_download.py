@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 import amibundle
 from amibundle import s3
 from amibundle.errors import IntegrityError, ManifestError, UsageError
+from amibundle.format.manifest import MAX_MANIFEST_SIZE
 from amibundle.progress import Stage
 from tests.support.common import Identity
 from tests.support.s3bundles import MakeProxy, RaiseAfter, Recording, make_bundle, settings_for
@@ -267,8 +268,8 @@ def test_missing_manifest_is_one_clear_error(s3_server: S3Server, tmp_path: Path
 def test_oversized_manifest_is_refused(moto_s3: S3Server, tmp_path: Path) -> None:
     client = moto_s3.client()
     client.create_bucket(Bucket="huge")
-    client.put_object(Bucket="huge", Key="img.manifest.xml", Body=b"<" * ((16 << 20) + 1))
-    with pytest.raises(ManifestError, match="larger than 16 MiB"):
+    client.put_object(Bucket="huge", Key="img.manifest.xml", Body=b"<" * (MAX_MANIFEST_SIZE + 1))
+    with pytest.raises(ManifestError, match=f"larger than {MAX_MANIFEST_SIZE >> 20} MiB"):
         s3.download_bundle(
             s3.BucketRef("huge"),
             settings=settings_for(moto_s3),

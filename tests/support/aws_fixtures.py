@@ -3,7 +3,7 @@
     from tests.support.aws_fixtures import aws, aws_proxy, aws_session  # noqa: F401
 
 * `aws_session` — one `AwsStandIn` (moto with strict EC2 and EBS) for the whole session,
-  the same one for every conftest that imports these fixtures.
+  shared by every conftest that imports it.
 * `aws` — that stand-in, reset before the test (no buckets, images, snapshots; default
   fates; recorded calls cleared) and acting as `aws.account_id` for the test.
 * `aws_proxy` — a recording, fault-injecting `Proxy` in front of it, stopped after the test;
@@ -24,24 +24,24 @@ from .aws import ACCOUNT_ENV, AwsStandIn
 __all__ = ["aws", "aws_proxy", "aws_session"]
 
 
-# One stand-in per test session, whichever conftests import the fixture: each
-# import is a fixture of its own, and two stand-ins would each patch moto's EC2
-# and EBS classes, so every DescribeSnapshots would be counted twice.
-_SHARED: list[AwsStandIn] = []
+# The one stand-in of the test session and how many conftests' fixtures hold it. Each
+# conftest that imports these fixtures defines its own session fixture; two stand-ins would
+# patch moto twice (every DescribeImages would count two looks), so they share one.
+_shared: list[AwsStandIn] = []
+_holders = [0]
 
 
 @pytest.fixture(scope="session")
-def aws_session(request: pytest.FixtureRequest) -> AwsStandIn:
-    if not _SHARED:
-        stand_in = AwsStandIn().start()
-        _SHARED.append(stand_in)
-
-        def stop() -> None:
-            _SHARED.clear()
-            stand_in.stop()
-
-        request.config.add_cleanup(stop)
-    return _SHARED[0]
+def aws_session() -> Iterator[AwsStandIn]:
+    if not _shared:
+        _shared.append(AwsStandIn().start())
+    _holders[0] += 1
+    try:
+        yield _shared[0]
+    finally:
+        _holders[0] -= 1
+        if _holders[0] == 0:
+            _shared.pop().stop()
 
 
 @pytest.fixture

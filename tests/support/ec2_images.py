@@ -152,9 +152,11 @@ class StrictImage(TaggedEC2Resource):
         mappings: list[dict[str, Any]],
         fate: ImageFate,
         created: datetime,
+        image_type: str = "machine",
     ) -> None:
         self.ec2_backend = backend
         self.id = image_id
+        self.image_type = image_type
         self.owner_id = owner_id
         self.owner_alias: str | None = None
         self.registration = registration
@@ -222,7 +224,7 @@ class StrictImage(TaggedEC2Resource):
             "CreationDate": self.created,
             "Public": False,
             "Architecture": self.architecture,
-            "ImageType": "machine",
+            "ImageType": self.image_type,
             "Name": reg.name,
             "RootDeviceName": self.root_device_name,
             "RootDeviceType": self.root_device_type.value,
@@ -278,7 +280,7 @@ class StrictImage(TaggedEC2Resource):
             "ena-support": _flag(reg.ena_support),
             "hypervisor": "xen",
             "image-id": self.id,
-            "image-type": "machine",
+            "image-type": self.image_type,
             "is-public": "false",
             "kernel-id": reg.kernel_id,
             "manifest-location": self.image_location,

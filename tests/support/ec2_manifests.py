@@ -45,6 +45,7 @@ class ManifestFacts:
 
     architecture: str | None
     root_device_name: str | None
+    image_type: str = "machine"  # <image><type>: a kernel or ramdisk bundle registers as aki/ari
 
 
 class MotoS3Manifests:
@@ -115,7 +116,10 @@ def manifest_facts(raw: bytes, location: str) -> ManifestFacts:
         raise unparsable
     machine = root.find("machine_configuration")
     architecture = None if machine is None else machine.findtext("architecture")
-    return ManifestFacts(architecture or None, _root_device(machine))
+    image_type = (root.findtext("image/type") or "machine").strip()
+    if image_type not in ("machine", "kernel", "ramdisk"):
+        raise unparsable
+    return ManifestFacts(architecture or None, _root_device(machine), image_type)
 
 
 def _root_device(machine: Any) -> str | None:

@@ -128,7 +128,9 @@ def _malformed_id(kind: str, code: str, value: str) -> EC2ClientError:
 
 
 def check_image_id(value: str) -> None:
-    if not _IMAGE_ID.fullmatch(value):
+    """An image id as DescribeImages and DeregisterImage take it: ami-, or the aki-/ari-
+    of a kernel or ramdisk image."""
+    if not any(kind.fullmatch(value) for kind in (_IMAGE_ID, _KERNEL_ID, _RAMDISK_ID)):
         raise _malformed_id("ami", "InvalidAMIID.Malformed", value)
 
 

@@ -76,6 +76,7 @@ from .moto_patches import Patches, as_handler, ec2_backend, require_moto_5
 __all__ = ["Ec2Call", "Ec2StandIn", "ImageFate", "ImageState", "StateReason"]
 
 OWNER_ALIASES = frozenset({"amazon", "aws-marketplace", "aws-backup-vault"})
+IMAGE_ID_PREFIXES = {"machine": "ami", "kernel": "aki", "ramdisk": "ari"}
 DEFAULT_ROOT = "/dev/sda1"
 
 
@@ -227,15 +228,20 @@ class Ec2StandIn:
         backend = response.ec2_backend
         account = response.current_account
         mappings = [_mapping_out(backend, m) for m in registration.mappings]
+        image_type = "machine"
         if registration.image_location is not None:
-            kind, location, architecture, root = self._instance_store(registration, account)
+            kind, location, architecture, root, image_type = self._instance_store(
+                registration, account
+            )
         else:
             kind, location, architecture, root = _ebs_backed(registration, account)
         with self._lock:  # the duplicate check and the insert are one step
             _refuse_duplicate_name(backend, registration.name)
             image = StrictImage(
                 backend,
-                image_id=random_ami_id(),
+                # A kernel or ramdisk bundle registers as aki-/ari-, as EC2 did.
+                image_id=IMAGE_ID_PREFIXES[image_type] + random_ami_id()[len("ami") :],
+                image_type=image_type,
                 owner_id=account,
                 registration=registration,
                 root_device_type=kind,
@@ -253,7 +259,7 @@ class Ec2StandIn:
 
     def _instance_store(
         self, registration: Registration, account: str
-    ) -> tuple[RootDeviceType, str, str, str]:
+    ) -> tuple[RootDeviceType, str, str, str, str]:
         location = registration.image_location
         assert location is not None
         _refuse_snapshot_root(registration, registration.root_device_name or DEFAULT_ROOT)
@@ -268,7 +274,7 @@ class Ec2StandIn:
         root = registration.root_device_name or facts.root_device_name or DEFAULT_ROOT
         _refuse_snapshot_root(registration, root)
         architecture = registration.architecture or facts.architecture or "i386"
-        return RootDeviceType.INSTANCE_STORE, location, architecture, root
+        return RootDeviceType.INSTANCE_STORE, location, architecture, root, facts.image_type
 
     # -- DescribeImages ------------------------------------------------------------------
 

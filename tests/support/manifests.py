@@ -363,12 +363,17 @@ def invalid_cases() -> list[HostileCase]:
         ),
         HostileCase("count-missing", edit(b"<parts count='2'>", b"<parts>"), "no count attribute"),
         HostileCase("indices-from-one", edit(b"index='0'", b"index='2'"), "part[0] has index '2'"),
+        # Parts listed out of order are read by their index (see
+        # tests/format/test_peer_manifests.py); an index twice is refused.
         HostileCase(
-            "indices-swapped",
-            edit(b"index='0'", b"index='X'")
-            .replace(b"index='1'", b"index='0'")
-            .replace(b"index='X'", b"index='1'"),
-            "part[0] has index '1'",
+            "index-twice",
+            edit(b"index='1'", b"index='0'"),
+            "part[1] has index '0'; part indices must be exactly 0..n-1, each once",
+        ),
+        HostileCase(
+            "index-not-a-number",
+            edit(b"index='1'", b"index='one'"),
+            "part[1] has index 'one'",
         ),
         HostileCase("index-missing", edit(b" index='1'", b""), "part[1] has no index attribute"),
         HostileCase(

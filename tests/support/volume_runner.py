@@ -1,15 +1,14 @@
-"""``python -m tests.support.volume_runner [--classic] ARGS``: bundle-vol in a child process
-(as another user, or to be interrupted), whether or not the verb is registered yet."""
+"""``python -m tests.support.volume_runner [--classic] ARGS``: bundle-vol in a
+child process (as another user, or to be interrupted)."""
 
 from __future__ import annotations
 
 import sys
 
-from amibundle.cli import _run_module, bundle_vol
-from amibundle.cli._options import Style
+from amibundle.cli import classic_main, exit_now, main
 
 if __name__ == "__main__":
     args = sys.argv[1:]
     if args[:1] == ["--classic"]:
-        sys.exit(_run_module(bundle_vol, Style.CLASSIC, "ec2-bundle-vol", args[1:]))
-    sys.exit(_run_module(bundle_vol, Style.MODERN, "amibundle bundle-vol", args))
+        exit_now(classic_main("ec2-bundle-vol", args[1:]))
+    exit_now(main(["bundle-vol", *args]))

@@ -15,12 +15,14 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from amibundle.volume.plan import loop_available
 from tests.support.common import REPO
 from tests.support.ext2read import Node
 
@@ -170,6 +172,25 @@ def build_volume(base: Path) -> SyntheticVolume:
 
 
 # --- running bundle-vol --------------------------------------------------------------
+
+
+def loop_attaches() -> bool:
+    """Whether the loop builder can run here and losetup really attaches a file
+    (some containers have /dev/loop-control but no free loop device)."""
+    if not loop_available()[0]:
+        return False
+    with tempfile.NamedTemporaryFile() as handle:
+        handle.truncate(1 << 20)
+        done = subprocess.run(
+            ["losetup", "--find", "--show", handle.name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            return False
+        subprocess.run(["losetup", "-d", done.stdout.strip()], check=False)
+    return True
 
 
 def cli(

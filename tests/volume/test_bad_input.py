@@ -92,8 +92,9 @@ def test_size_over_the_limit(synthetic: SyntheticVolume, out_dir: Path) -> None:
             "--no-inherit",
         ]
     )
-    assert done.returncode == 1  # classic usage error
+    assert done.returncode == 254  # not a usage error: classic-cli.md §3.10
     assert "10240 MiB limit" in done.stderr
+    assert "--help" not in done.stderr
 
 
 def test_destination_inside_the_volume(world_dir: Path) -> None:

@@ -85,6 +85,7 @@ def test_defaults(keys: list[str]) -> None:
     assert args.volume == Path("/") and args.destination == Path("/tmp")
     assert args.prefix == "image" and args.size == 10240
     assert args.partition is None and args.inherit is None and args.builder is None
+    assert args.boot_mode == "legacy-bios"
     assert bundle_vol.fstab_variant(args) is None
 
 
@@ -172,6 +173,8 @@ def test_arguments_reach_the_library(keys: list[str], tmp_path: Path) -> None:
             "-P",
             "m",
             "--generate-fstab=modern",
+            "--boot-mode",
+            "u",
             "--json",
         ],
         Style.MODERN,
@@ -188,3 +191,4 @@ def test_arguments_reach_the_library(keys: list[str], tmp_path: Path) -> None:
     assert metadata.account == "123456789012"
     assert kwargs["keys"].certificate == Path(keys[3])
     assert kwargs["inherit"] is None and kwargs["bootloader"] is True
+    assert kwargs["boot_mode"] == "uefi"  # a unique prefix, as -P takes

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import stat
 import subprocess
 import tempfile
@@ -25,29 +24,13 @@ from tests.support.volumes import (
     cli,
     compare_tree,
     digest,
+    loop_attaches,
 )
 
 pytestmark = pytest.mark.slow
 
 _usable, _why = loop_available()
 needs_loop = pytest.mark.skipif(not _usable, reason=f"loop builder unavailable: {_why}")
-
-
-def _loop_works() -> bool:
-    if not _usable:
-        return False
-    with tempfile.NamedTemporaryFile() as handle:
-        handle.truncate(1 << 20)
-        done = subprocess.run(
-            ["losetup", "--find", "--show", handle.name],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            return False
-        subprocess.run(["losetup", "-d", done.stdout.strip()], check=False)
-    return True
 
 
 def _args(volume: SyntheticVolume, out: Path, *extra: str) -> list[str]:
@@ -121,7 +104,7 @@ def _no_leftovers(out: Path) -> None:
 
 @needs_loop
 def test_loop_tree_through_mount(synthetic: SyntheticVolume, out_dir: Path) -> None:
-    if not _loop_works():
+    if not loop_attaches():
         pytest.skip("losetup cannot attach a file here")
     done = cli(_args(synthetic, out_dir))
     assert done.returncode == 0, done.stderr
@@ -138,7 +121,7 @@ def test_loop_tree_through_mount(synthetic: SyntheticVolume, out_dir: Path) -> N
 
 @needs_loop
 def test_both_builders_make_the_same_tree(synthetic: SyntheticVolume, out_dir: Path) -> None:
-    if not _loop_works():
+    if not loop_attaches():
         pytest.skip("losetup cannot attach a file here")
     for builder in ("loop", "rootless"):
         done = cli([*_args(synthetic, out_dir, "-p", builder), "--builder", builder])
@@ -160,7 +143,7 @@ def test_both_builders_make_the_same_tree(synthetic: SyntheticVolume, out_dir: P
 @needs_loop
 @pytest.mark.parametrize("table", ["mbr", "gpt"])
 def test_partition_layouts(synthetic: SyntheticVolume, out_dir: Path, table: str) -> None:
-    if not _loop_works():
+    if not loop_attaches():
         pytest.skip("losetup cannot attach a file here")
     done = cli(_args(synthetic, out_dir, "-P", table, "--no-bootloader"))
     assert done.returncode == 0, done.stderr
@@ -192,18 +175,3 @@ def test_partition_layouts(synthetic: SyntheticVolume, out_dir: Path, table: str
     with mounted(image, part["start"] * 512) as root:
         compare_tree(synthetic, tree_through_mount(root))
     _no_leftovers(out_dir)
-
-
-@needs_loop
-def test_grub_installed_when_available(synthetic: SyntheticVolume, out_dir: Path) -> None:
-    if shutil.which("grub-install") is None or not Path("/usr/lib/grub/i386-pc").is_dir():
-        pytest.skip("grub-install for i386-pc is not installed")
-    if not _loop_works():
-        pytest.skip("losetup cannot attach a file here")
-    done = cli(_args(synthetic, out_dir, "-P", "mbr"))
-    if "no loop partition scanning" in done.stderr:
-        pytest.skip("the kernel does not scan loop partitions here")
-    assert done.returncode == 0, done.stderr
-    with open(out_dir / "image", "rb") as handle:
-        mbr = handle.read(512)
-    assert mbr[510:512] == b"\x55\xaa" and b"GRUB" in mbr

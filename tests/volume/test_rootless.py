@@ -180,7 +180,11 @@ def _sfdisk(image: Path) -> dict:  # type: ignore[type-arg]
     return json.loads(out)["partitiontable"]  # type: ignore[no-any-return]
 
 
-def test_partitioned_needs_no_bootloader_flag(synthetic: SyntheticVolume, out_dir: Path) -> None:
+def test_partitioned_without_kernel_needs_no_bootloader_flag(
+    synthetic: SyntheticVolume, out_dir: Path
+) -> None:
+    """The synthetic volume has no /boot/vmlinuz-*: a boot loader would have
+    nothing to start, which is said before anything is written."""
     done = cli(_args(synthetic, out_dir, "-P", "gpt"), unprivileged=True)
     assert done.returncode == 1
     assert "boot loader" in done.stderr and "--no-bootloader" in done.stderr
