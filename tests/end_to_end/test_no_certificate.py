@@ -5,6 +5,7 @@ given) EC2 certificate. Runs the real command line in-process."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
 from pathlib import Path
@@ -12,9 +13,12 @@ from pathlib import Path
 import pytest
 
 import amibundle
+from amibundle import folder
 from amibundle.cli import main
 from amibundle.crypto import load_private_key, unwrap_secret
 from amibundle.ec2certs import SHIPPED_SOURCE, find_ec2_certificate
+from amibundle.errors import StorageError
+from amibundle.progress import Stage
 from tests.support.common import CLASSIC, Identity, sample_image, tree
 
 BASE = ["-u", "123456789012", "-r", "x86_64"]
@@ -152,5 +156,120 @@ def test_bundle_vol_without_certificate(
     ]
     report = amibundle.verify_bundle(
         out / "image.manifest.xml", cert=out / "image.cert.pem", private_key=out / "image.key.pem"
+    )
+    assert report.ok, report.problems
+
+
+# --- the generated key is published with the bundle, all or nothing ---------------------
+
+
+class _Watch:
+    """A Progress that lists the destination while the image streams."""
+
+    def __init__(self, folder: Path, interrupt: bool = False) -> None:
+        self.folder = folder
+        self.interrupt = interrupt
+        self.seen: list[str] = []
+
+    def start(self, stage: Stage, total: int | None) -> None:
+        pass
+
+    def advance(self, stage: Stage, nbytes: int) -> None:
+        if stage is Stage.READ and not self.seen:
+            self.seen = [path.name for path in self.folder.iterdir()]
+            if self.interrupt:
+                raise KeyboardInterrupt
+
+    def finish(self, stage: Stage, error: BaseException | None = None) -> None:
+        pass
+
+
+def _bundle_with_new_key(
+    image: Path, out: Path, *, force: bool = False, progress: object = None
+) -> amibundle.BundleResult:
+    keys = amibundle.BundleKeys.generate_for_bundle(out, image.name, force=force)
+    return amibundle.bundle_image(
+        image,
+        metadata=amibundle.BundleMetadata.create(user="123456789012", arch="x86_64"),
+        keys=keys,
+        destination=out,
+        part_size=1 << 20,
+        force=force,
+        progress=progress,
+    )
+
+
+def test_the_new_key_appears_with_the_bundle_and_not_before(tmp_path: Path) -> None:
+    image = sample_image(tmp_path / "root.img", 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    watch = _Watch(out)
+    result = _bundle_with_new_key(image, out, progress=watch)
+    # While it streams, only this process's work folder is there.
+    assert watch.seen and all(name.startswith(f".amibundle-{os.getpid()}-") for name in watch.seen)
+    assert result.generated_private_key == out / "root.img.key.pem"
+    assert sorted(tree(out)) == sorted(
+        ["root.img.cert.pem", "root.img.key.pem", "root.img.manifest.xml"]
+        + [path.name for path in result.part_paths]
+    )
+    for path in (out / "root.img.key.pem", out / "root.img.cert.pem"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_an_interrupted_bundle_leaves_no_new_key(tmp_path: Path) -> None:
+    image = sample_image(tmp_path / "root.img", 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        _bundle_with_new_key(image, out, progress=_Watch(out, interrupt=True))
+    assert tree(out) == []
+
+
+def _fail_at_the_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last rename of a publish (the manifest's) fails: everything placed
+    before it must be taken back."""
+    rename = folder._rename
+
+    def failing(source: Path, target: Path) -> None:
+        if target.name.endswith(".manifest.xml") and source.parent.name.endswith(".bundle"):
+            raise StorageError(f"cannot write {target}: No space left on device")
+        rename(source, target)
+
+    monkeypatch.setattr(folder, "_rename", failing)
+
+
+def test_a_failed_publish_takes_the_new_key_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = sample_image(tmp_path / "root.img", 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    _fail_at_the_manifest(monkeypatch)
+    with pytest.raises(StorageError, match="No space left"):
+        _bundle_with_new_key(image, out)
+    assert tree(out) == []
+
+
+def test_a_failed_forced_publish_keeps_the_old_bundle_and_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = sample_image(tmp_path / "root.img", 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    _bundle_with_new_key(image, out)
+    before = {name: (out / name).read_bytes() for name in tree(out)}
+    assert "root.img.key.pem" in before
+    _fail_at_the_manifest(monkeypatch)
+    with pytest.raises(StorageError, match="No space left"):
+        _bundle_with_new_key(image, out, force=True)
+    assert {name: (out / name).read_bytes() for name in tree(out)} == before
+    monkeypatch.undo()
+    # Forced and successful: a new key replaces the old one, with its bundle.
+    _bundle_with_new_key(image, out, force=True)
+    assert (out / "root.img.key.pem").read_bytes() != before["root.img.key.pem"]
+    report = amibundle.verify_bundle(
+        out / "root.img.manifest.xml",
+        cert=out / "root.img.cert.pem",
+        private_key=out / "root.img.key.pem",
     )
     assert report.ok, report.problems
