@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fuzz bench bench-s3 bench-volume system-tools boot-kernel clean
+.PHONY: demo test lint fuzz bench bench-s3 bench-volume bench-ebs system-tools boot-kernel clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,9 @@ bench-s3: $(STAMP)
 
 bench-volume: $(STAMP) system-tools
 	$(BIN)/python benchmarks/volume.py
+
+bench-ebs: $(STAMP) system-tools
+	$(BIN)/python benchmarks/ebs.py
 
 clean:
 	rm -rf $(VENV) demo-output benchmarks/work .pytest_cache .mypy_cache .ruff_cache .cache

@@ -36,6 +36,7 @@ the command line reads its flag (``--user``, ``--force``, ``--no-size-checks``):
     ├── VolumeError               bundle-vol cannot build the image as asked
     │   └── BootError                 the boot loader cannot be installed as asked
     ├── MetadataUnavailable       the instance metadata service cannot be reached
+    ├── EbsError                  EBS refused or could not be reached; a snapshot failed
     ├── DeclinedError             a question was answered no
     ├── PromptTimeout             nobody answered a question in time
     ├── ImageSizeError            the image is empty or larger than EC2 accepts
@@ -61,6 +62,7 @@ __all__ = [
     "BucketNotEmptyError",
     "CertificateError",
     "DeclinedError",
+    "EbsError",
     "ImageSizeError",
     "ImageSourceError",
     "IntegrityError",
@@ -340,6 +342,14 @@ class BucketNotEmptyError(S3Error):
     ) -> None:
         super().__init__(message, hint=hint, param="clear")
         self.deleted = tuple(deleted)
+
+
+# --- EBS (to-ebs) ---------------------------------------------------------------------------
+
+
+class EbsError(AmibundleError):
+    """The EBS direct APIs (or EC2's snapshot calls) refused a request or could
+    not be reached, or a snapshot ended in the ``error`` state."""
 
 
 # --- image sources -------------------------------------------------------------------------

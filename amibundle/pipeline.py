@@ -349,8 +349,13 @@ class _BackgroundWriter:
         self._thread.join()
 
     def abort(self) -> None:
-        """Drops the queued writes and stops the thread."""
+        """Drops the queued writes and stops the thread. A writer with an
+        ``abort()`` of its own (to-ebs's, which may be waiting for the
+        network) is told first, so that the write it is in ends at once."""
         self._error = self._error or _Stopped()
+        abort_inner = getattr(self._inner, "abort", None)
+        if callable(abort_inner):
+            abort_inner()
         with contextlib.suppress(queue.Empty):
             while True:
                 self._queue.get_nowait()
@@ -371,7 +376,9 @@ class UnbundleStreamResult:
 
 
 class MemberWriter(Protocol):
-    """What unbundling writes the member's data into (a sparse file)."""
+    """What unbundling writes the member's data into (a sparse file, EBS
+    blocks). It may also have an ``abort()``, called (from another thread)
+    when the stream fails, to end a ``write`` that waits."""
 
     def write(self, offset: int, data: memoryview) -> None: ...
     def finish(self, size: int) -> None: ...

@@ -83,8 +83,12 @@ def settle(*files: Path) -> None:
         warm(path)
     # Both sides start with their programs in memory too (the interpreter and
     # its libraries for us; tar, gzip and openssl for the reference).
-    for argv in (["tar", "--version"], ["gzip", "--version"], ["openssl", "version"],
-                 [str(BIN / "amibundle"), "--version"]):
+    for argv in (
+        ["tar", "--version"],
+        ["gzip", "--version"],
+        ["openssl", "version"],
+        [str(BIN / "amibundle"), "--version"],
+    ):
         subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
 
 
@@ -97,6 +101,7 @@ def warm(path: Path) -> None:
                 os.pread(fd, min(8 * MiB, end - chunk), chunk)
     finally:
         os.close(fd)
+
 
 def fresh(folder: Path) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
@@ -154,9 +159,22 @@ def our_bundle(image: Path, out: Path, pk: Path, cert: Path) -> Run:
     # Defaults for everything that affects speed; --no-size-checks because the
     # sparse image is 16 GiB apparent, over EC2's 10 GiB limit.
     keys = ["-c", str(cert), "-k", str(pk), "--ec2cert", str(cert)]
-    argv = [str(BIN / "amibundle"), "bundle-image", "-i", str(image), *keys,
-            "-u", "123456789012", "-r", "x86_64", "-d", str(out),
-            "--no-size-checks", "--force", "-q"]
+    argv = [
+        str(BIN / "amibundle"),
+        "bundle-image",
+        "-i",
+        str(image),
+        *keys,
+        "-u",
+        "123456789012",
+        "-r",
+        "x86_64",
+        "-d",
+        str(out),
+        "--no-size-checks",
+        "--force",
+        "-q",
+    ]
     return measure(argv, output=out)
 
 
@@ -170,8 +188,18 @@ def our_verify(bundle: Path, image: Path, pk: Path) -> Run:
 
 def our_unbundle(bundle: Path, image: Path, dest: Path, pk: Path) -> Run:
     manifest = bundle / f"{image.name}.manifest.xml"
-    argv = [str(BIN / "amibundle"), "unbundle", "-m", str(manifest), "-k", str(pk),
-            "-d", str(dest), "--force", "-q"]
+    argv = [
+        str(BIN / "amibundle"),
+        "unbundle",
+        "-m",
+        str(manifest),
+        "-k",
+        str(pk),
+        "-d",
+        str(dest),
+        "--force",
+        "-q",
+    ]
     return measure(argv)
 
 
@@ -193,6 +221,7 @@ def sample_data(path: Path, nbytes: int) -> bytes:
     finally:
         os.close(fd)
     return b"".join(chunks)[:nbytes]
+
 
 # Stage names of the ceilings, used again for the floors below.
 AES_ENC, AES_DEC, SHA1 = "AES-128-CBC encrypt", "AES-128-CBC decrypt", "SHA-1"
@@ -242,17 +271,28 @@ def floors(data: int, parts: int, limits: dict[str, float], cores: int) -> dict[
     stages at single-core speed, spread perfectly over every core. Reading the
     image or the parts and writing the result are left out (kernel time that
     overlaps the rest), so the real floor is higher still."""
+
     def seconds(nbytes: int, stage: str) -> float:
         return nbytes / 1e6 / limits[stage]
 
-    bundle = (seconds(data, SHA1) + seconds(data, DEFLATE) + seconds(parts, AES_ENC)
-              + seconds(parts, SHA1))
-    unbundle = (seconds(parts, SHA1) + seconds(parts, AES_DEC) + seconds(data, INFLATE)
-                + seconds(data, SHA1))
+    bundle = (
+        seconds(data, SHA1)
+        + seconds(data, DEFLATE)
+        + seconds(parts, AES_ENC)
+        + seconds(parts, SHA1)
+    )
+    unbundle = (
+        seconds(parts, SHA1)
+        + seconds(parts, AES_DEC)
+        + seconds(data, INFLATE)
+        + seconds(data, SHA1)
+    )
     # Inflating one gzip member is serial: no number of cores beats it.
-    return {"bundle": bundle / cores,
-            "unbundle": max(unbundle / cores, seconds(data, INFLATE)),
-            "unbundle_inflate_alone": seconds(data, INFLATE)}
+    return {
+        "bundle": bundle / cores,
+        "unbundle": max(unbundle / cores, seconds(data, INFLATE)),
+        "unbundle_inflate_alone": seconds(data, INFLATE),
+    }
 
 
 # --- the report ---------------------------------------------------------------------
@@ -315,8 +355,9 @@ def main() -> None:
         )
         settle(*our_out.glob("*.part.*"))
         ours_v = our_verify(our_out, image.path, pk)
-        print(f"  amibundle verify -k {ours_v.wall:6.2f} s  (unbundle without the writes)",
-              flush=True)
+        print(
+            f"  amibundle verify -k {ours_v.wall:6.2f} s  (unbundle without the writes)", flush=True
+        )
         results[name] = {
             "description": image.description,
             "apparent": image.size,
@@ -363,8 +404,12 @@ def write_report(
             row(f"{name}: **amibundle bundle-image**", ours_b, data, ref_b),
             row(f"{name}: reference unbundle", ref_u, data, None),
             row(f"{name}: **amibundle unbundle**", ours_u, data, ref_u),
-            row(f"{name}: amibundle verify -k (unbundle minus writing)",
-                run_of(name, "amibundle_verify"), data, ref_u),
+            row(
+                f"{name}: amibundle verify -k (unbundle minus writing)",
+                run_of(name, "amibundle_verify"),
+                data,
+                ref_u,
+            ),
         ]
 
     def speedup(name: str, verb: str) -> float:
@@ -420,8 +465,10 @@ def write_report(
     for verb in ("bundle", "unbundle"):
         measured = run_of("realistic", f"amibundle_{verb}").wall
         reference = run_of("realistic", f"reference_{verb}").wall
-        floor_lines.append(f"| {verb} | {floor[verb]:.2f} s | {measured:.2f} s | "
-                           f"{reference:.2f} s | {reference / floor[verb]:.1f}× |")
+        floor_lines.append(
+            f"| {verb} | {floor[verb]:.2f} s | {measured:.2f} s | "
+            f"{reference:.2f} s | {reference / floor[verb]:.1f}× |"
+        )
     floor_lines += [
         "",
         f"The floor is the CPU time of the stages at the single-core speeds below, spread "
@@ -471,10 +518,10 @@ def write_report(
             *check_lines,
             "",
             "## What the hardware allows (same run)",
-        "",
-        *floor_lines,
-        "",
-        "## Single-core ceilings (same run, realistic image data)",
+            "",
+            *floor_lines,
+            "",
+            "## Single-core ceilings (same run, realistic image data)",
             "",
             *ceiling_lines,
             "",

@@ -72,9 +72,17 @@ def run(args: list[str], *, unprivileged: bool = False) -> float:
     if unprivileged:
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *command]
     started = time.monotonic()
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO),
-                               "PATH": os.environ["PATH"] + ":/usr/sbin:/sbin"})
+    done = subprocess.run(
+        command,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "PATH": os.environ["PATH"] + ":/usr/sbin:/sbin",
+        },
+    )
     elapsed = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"bundle-vol failed: {done.stderr.strip()}")
@@ -104,8 +112,17 @@ def main() -> None:
     builders = ["rootless"] + (["loop"] if loop_available()[0] else [])
     results = {"tree_bytes": data, "cores": os.cpu_count(), "runs": []}
     common = ["-v", str(tree), "--size", "auto", "--fs-type", "ext4", "--no-inherit", "--force"]
-    keys_args = ["-c", str(identity.certificate), "-k", str(identity.private_key),
-                 "-u", "123456789012", "-r", "x86_64", "--batch"]
+    keys_args = [
+        "-c",
+        str(identity.certificate),
+        "-k",
+        str(identity.private_key),
+        "-u",
+        "123456789012",
+        "-r",
+        "x86_64",
+        "--batch",
+    ]
     cases = [(b, False) for b in builders]
     if os.geteuid() == 0 and shutil.which("setpriv"):
         cases.insert(1, ("rootless", True))
@@ -114,8 +131,10 @@ def main() -> None:
         out.chmod(0o777)
         try:
             warm(tree)
-            clone = run([*common, "-d", str(out), "--builder", builder, "--clone-only"],
-                        unprivileged=unprivileged)
+            clone = run(
+                [*common, "-d", str(out), "--builder", builder, "--clone-only"],
+                unprivileged=unprivileged,
+            )
             warm(tree)
             full = None
             if not unprivileged:
@@ -123,10 +142,18 @@ def main() -> None:
         finally:
             shutil.rmtree(out, ignore_errors=True)
         label = builder + (" (unprivileged)" if unprivileged else "")
-        results["runs"].append({"builder": label, "image_seconds": round(clone, 2),
-                                "bundle_seconds": None if full is None else round(full, 2)})
-        print(f"{label:24} image {clone:6.1f} s ({data / clone / 1e6:5.0f} MB/s)"
-              + ("" if full is None else f"   image + bundle {full:6.1f} s"), flush=True)
+        results["runs"].append(
+            {
+                "builder": label,
+                "image_seconds": round(clone, 2),
+                "bundle_seconds": None if full is None else round(full, 2),
+            }
+        )
+        print(
+            f"{label:24} image {clone:6.1f} s ({data / clone / 1e6:5.0f} MB/s)"
+            + ("" if full is None else f"   image + bundle {full:6.1f} s"),
+            flush=True,
+        )
     (WORK / "volume-results.json").write_text(json.dumps(results, indent=2) + "\n")
     shutil.rmtree(keys, ignore_errors=True)
     if not options.keep:

@@ -60,6 +60,7 @@ COMMANDS: dict[str, str] = {
     "delete": "delete",
     "migrate-manifest": "migrate_manifest",
     "migrate-bundle": "migrate_bundle",
+    "to-ebs": "to_ebs",
 }
 CLASSIC_TOOLS: dict[str, str] = {
     "ec2-bundle-image": "bundle_image",

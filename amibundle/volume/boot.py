@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -45,6 +46,7 @@ __all__ = [
     "DiskTable",
     "KernelFiles",
     "Partition",
+    "choose_kernel",
     "find_kernel",
     "finish_disk",
     "gpt_layout",
@@ -211,21 +213,26 @@ def find_kernel(root: Path) -> KernelFiles:
     Only regular files count: a symbolic link could point out of the tree."""
     boot = root / "boot"
     names = os.listdir(boot) if boot.is_dir() else []  # noqa: PTH208 - names only
-    found = [
-        match.group(1)
-        for match in map(_KERNEL.fullmatch, names)
-        if match and _is_regular(boot / match.group(0))
-    ]
+    regular = [name for name in names if _is_regular(boot / name)]
+    return choose_kernel(regular, str(root))
+
+
+def choose_kernel(regular_files: Iterable[str], where: str) -> KernelFiles:
+    """The newest ``vmlinuz-VERSION`` among the names of the regular files in a
+    ``/boot`` folder, and its initrd, if any (``where`` names the tree or
+    image in the error). Shared by :func:`find_kernel` and readers of ``/boot``
+    inside an image file (``to-ebs --make-bootable``)."""
+    names = set(regular_files)
+    found = [match.group(1) for match in map(_KERNEL.fullmatch, names) if match]
     if not found:
         raise BootError(
-            f"{root} has no kernel (boot/vmlinuz-VERSION) for the boot loader to start",
+            f"{where} has no kernel (boot/vmlinuz-VERSION) for the boot loader to start",
             hint="install a kernel in the volume, or use {off}",
             param="bootloader",
         )
     version = max(found, key=_version_key)
     initrd = next(
-        (f"/boot/{n.format(version)}" for n in _INITRDS if _is_regular(boot / n.format(version))),
-        None,
+        (f"/boot/{n.format(version)}" for n in _INITRDS if n.format(version) in names), None
     )
     return KernelFiles(version, f"/boot/vmlinuz-{version}", initrd)
 
@@ -244,16 +251,20 @@ def _is_regular(path: Path) -> bool:
 # --- into the image's tree ------------------------------------------------------------
 
 
-def stage_boot_files(root: Path, setup: BootSetup, table: DiskTable) -> list[str]:
+def stage_boot_files(
+    root: Path, setup: BootSetup, table: DiskTable, *, kernel: KernelFiles | None = None
+) -> list[str]:
     """Writes ``boot/grub/grub.cfg`` and GRUB's modules into the tree at ``root``
     (the staged or mounted image). Returns what it created, relative to
     ``root``, folders before their contents, for the caller to give to root.
+    The kernel to boot is the newest in ``root``'s ``/boot`` unless ``kernel``
+    names it (GRUB's own partition, which holds no kernel).
 
     Nothing is written through an existing path: in a staging tree of hard
     links that would change the volume itself."""
     if setup.modules is None:
         return []
-    kernel = find_kernel(root)
+    kernel = kernel or find_kernel(root)
     root_device = f"UUID={setup.uuid}" if kernel.initrd else f"PARTUUID={table.root_partuuid()}"
     created: list[str] = []
     folder = "boot/grub"

@@ -214,7 +214,12 @@ def install_efi(
 ) -> None:
     """Formats the EFI system partition (FAT, at its offset in ``image``) and,
     with ``modules``, puts GRUB there as ``/EFI/BOOT/BOOTX64.EFI``."""
-    tools.run(["mkfs.vfat", "--offset", str(esp_sector), "-n", "EFI", image, str(esp_sectors // 2)])
+    # FAT16 said outright: left to choose, mkfs.fat 4.2 goes by the size of the whole
+    # image file, picks FAT32 for a large one, and then refuses a 32 MiB partition.
+    tools.run(
+        ["mkfs.vfat", "-F", "16", "--offset", str(esp_sector), "-n", "EFI", image,
+         str(esp_sectors // 2)]
+    )  # fmt: skip
     if modules is None:
         return
     # mtools addresses a file system inside a file as NAME@@OFFSET; a relative

@@ -1,6 +1,7 @@
 """Fixtures of the boot tests: the kernel from the cache, the root tree (built
 once per session), keys an unprivileged bundle-vol can read; the boot times
-at the end of the run. Helpers are in :mod:`tests.support.boot`,
+at the end of the run; the AWS stand-in, for the disk to-ebs writes into a
+snapshot. Helpers are in :mod:`tests.support.boot`,
 :mod:`tests.support.bootroot` and :mod:`tests.support.qemu`.
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.aws_fixtures import aws, aws_proxy, aws_session  # noqa: F401
 from tests.support.boot import BOOT_TIMES, BootKeys, cached_kernel, need, readable_keys
 from tests.support.bootroot import RootTree, build_root, is_static_elf
 from tests.support.common import Identity

@@ -1,0 +1,159 @@
+"""What RegisterImage needs to make an EBS-backed AMI of a snapshot written by
+to-ebs: :class:`EbsImageSpec`, made by :func:`ebs_image_spec`.
+
+* A partitionless image (the classic instance-store kind) registers as
+  ``paravirtual`` with the manifest's kernel and ramdisk, as AWS's manual
+  conversion does; its root device is the manifest's ``root`` mapping
+  (default ``/dev/sda1``). Paravirtual AMIs run only on previous-generation
+  instance types.
+* A ``--make-bootable`` disk registers as ``hvm`` with its boot mode and ENA
+  support (Nitro instances need ENA; the image's kernel must have the
+  driver), root device ``/dev/xvda`` unless the manifest names one.
+
+The block-device mapping is the snapshot as the root volume (deleted with the
+instance, gp3) plus the manifest's ``ephemeralN`` mappings; ``ami``, ``root``
+and ``swap`` have no RegisterImage form and are dropped. Registering is then
+one call: ``ec2.register_image(**spec.request(name))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from amibundle.format.manifest import DeviceMapping
+from amibundle.results import JsonRecord
+from amibundle.volume.boot import BootMode
+
+__all__ = [
+    "ARCHITECTURES",
+    "EbsBlockDevice",
+    "EbsImageSpec",
+    "VirtualizationType",
+    "ebs_image_spec",
+]
+
+ARCHITECTURES = ("i386", "x86_64", "arm64")
+ROOT_VOLUME_TYPE = "gp3"
+
+
+class VirtualizationType(str, Enum):
+    HVM = "hvm"
+    PARAVIRTUAL = "paravirtual"
+
+
+@dataclass(frozen=True)
+class EbsBlockDevice:
+    """One RegisterImage block-device mapping: an EBS volume from a snapshot,
+    or an instance-store volume (``virtual_name`` ephemeralN)."""
+
+    device_name: str
+    virtual_name: str | None = None
+    snapshot_id: str | None = None
+    volume_size: int | None = None  # GiB
+    volume_type: str | None = None
+    delete_on_termination: bool | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        if self.virtual_name is not None:
+            return {"DeviceName": self.device_name, "VirtualName": self.virtual_name}
+        ebs = {
+            key: value
+            for key, value in (
+                ("SnapshotId", self.snapshot_id),
+                ("VolumeSize", self.volume_size),
+                ("VolumeType", self.volume_type),
+                ("DeleteOnTermination", self.delete_on_termination),
+            )
+            if value is not None
+        }
+        return {"DeviceName": self.device_name, "Ebs": ebs}
+
+
+@dataclass(frozen=True)
+class EbsImageSpec(JsonRecord):
+    """The RegisterImage parameters an EBS-backed AMI of the snapshot needs
+    (everything but its name, description and tags)."""
+
+    architecture: str | None
+    virtualization_type: VirtualizationType
+    root_device_name: str
+    block_device_mappings: tuple[EbsBlockDevice, ...]
+    kernel_id: str | None = None
+    ramdisk_id: str | None = None
+    boot_mode: BootMode | None = None
+    ena_support: bool = False
+
+    def request(self, name: str, *, description: str | None = None) -> dict[str, Any]:
+        """``RegisterImage``'s keyword arguments for an AMI called ``name``."""
+        request: dict[str, Any] = {
+            "Name": name,
+            "VirtualizationType": self.virtualization_type.value,
+            "RootDeviceName": self.root_device_name,
+            "BlockDeviceMappings": [m.to_api() for m in self.block_device_mappings],
+        }
+        optional = {
+            "Description": description,
+            "Architecture": self.architecture,
+            "KernelId": self.kernel_id,
+            "RamdiskId": self.ramdisk_id,
+            "BootMode": self.boot_mode.value if self.boot_mode else None,
+            "EnaSupport": True if self.ena_support else None,
+        }
+        request.update({key: value for key, value in optional.items() if value is not None})
+        return request
+
+
+def _device(name: str) -> str:
+    """``sdb`` -> ``/dev/sdb`` (manifests often leave /dev/ out)."""
+    return name if name.startswith("/dev/") else f"/dev/{name}"
+
+
+def _is_ephemeral(virtual: str) -> bool:
+    number = virtual.removeprefix("ephemeral")
+    return virtual.startswith("ephemeral") and number.isdigit() and int(number) <= 23
+
+
+def ebs_image_spec(
+    snapshot_id: str,
+    volume_gib: int,
+    *,
+    architecture: str | None,
+    bootable: BootMode | None,
+    block_device_mapping: Iterable[DeviceMapping] = (),
+    kernel_id: str | None = None,
+    ramdisk_id: str | None = None,
+) -> EbsImageSpec:
+    """What registering ``snapshot_id`` as an AMI takes. ``bootable`` is the
+    boot mode of a ``--make-bootable`` disk (hvm), None for a partitionless
+    image (paravirtual with ``kernel_id`` and ``ramdisk_id``)."""
+    mappings = tuple(block_device_mapping)
+    named_root = next((_device(m.device) for m in mappings if m.virtual == "root"), None)
+    hvm = bootable is not None
+    root = named_root or ("/dev/xvda" if hvm else "/dev/sda1")
+    devices = [
+        EbsBlockDevice(
+            root,
+            snapshot_id=snapshot_id,
+            volume_size=volume_gib,
+            volume_type=ROOT_VOLUME_TYPE,
+            delete_on_termination=True,
+        )
+    ]
+    devices += [
+        EbsBlockDevice(_device(m.device), virtual_name=m.virtual)
+        for m in mappings
+        if _is_ephemeral(m.virtual) and _device(m.device) != root
+    ]
+    return EbsImageSpec(
+        architecture=architecture if architecture in ARCHITECTURES else None,
+        virtualization_type=VirtualizationType.HVM if hvm else VirtualizationType.PARAVIRTUAL,
+        root_device_name=root,
+        block_device_mappings=tuple(devices),
+        kernel_id=None if hvm else kernel_id,
+        ramdisk_id=None if hvm or kernel_id is None else ramdisk_id,
+        boot_mode=bootable,
+        ena_support=hvm,
+    )
