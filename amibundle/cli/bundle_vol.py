@@ -16,7 +16,7 @@ from amibundle.cli._options import (
     add_common_options,
     exclusive,
 )
-from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._values import choice_prefix, comma_list, existing_dir, existing_file, integer
 from amibundle.cli.bundle_image import (
     add_key_options,
@@ -114,7 +114,10 @@ def size_value(value: str) -> int | None:
     """``-s``: MiB as a (Ruby) integer, or ``auto`` (returned as None)."""
     if value == "auto":
         return None
-    return integer(value)
+    try:
+        return integer(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a number of MiB or auto") from None
 
 
 def build_parser(style: Style, prog: str) -> OptionParser:
@@ -266,6 +269,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         "--keep-partial", action="store_true", help="keep the image file after a failure"
     )
     add_output_options(parser)
+    add_progress_option(parser)
     add_common_options(parser)
     if style is Style.CLASSIC:
         parser.keep_classic_abbreviations(CLASSIC_LONGS)
@@ -283,7 +287,7 @@ def _executable(value: str) -> Path:
 
 def _check_combinations(args: argparse.Namespace) -> None:
     if args.size is not None and args.size < 1:
-        raise UsageError(f"--size must be a positive number of MiB, not {args.size}")
+        raise UsageError(f"--size must be a positive number of MiB or auto, not {args.size}")
 
 
 def fstab_variant(args: argparse.Namespace) -> str | None:
@@ -298,14 +302,16 @@ def fstab_variant(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace, style: Style) -> int | None:
     classic = style is Style.CLASSIC
     metadata = keys = codec = None
-    notes = Announcements()
+    notes = Announcements.of(args)
     if not args.clone_only:
         # Everything bundling needs is checked before the long copy starts
         # (the classic found a bad key only after cloning the whole volume).
-        metadata, keys = checked_metadata(args)
+        metadata, keys = checked_metadata(
+            args, notes, destination=args.destination, prefix=args.prefix
+        )
         note_missing_mappings(args.block_device_mapping, notes)
         codec = codec_of(args, notes)
-    quiet = args.json
+    quiet = args.json or args.quiet
 
     def print_line(line: str) -> None:
         if not quiet:
@@ -314,7 +320,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
     # The notes wait for the library's first step: it checks its own inputs
     # (size, paths, outputs) before that.
     say = notes.notify(print_line)
-    with TqdmProgress(quiet=args.quiet or args.json) as bars:
+    with progress_for(args) as bars:
         progress = notes.progress(bars)
         result = bundle_volume(
             args.volume,
@@ -354,12 +360,12 @@ def _report(result: VolumeBundleResult, args: argparse.Namespace, *, tool: str) 
     if args.json:
         print_json(result.to_dict())
         return
-    if result.inherited:
+    if result.inherited and not args.quiet:
         print(f"Inherited from the instance metadata: {', '.join(result.inherited)}")
     if result.bundle is not None:
-        report(result.bundle, json_output=False, tool="bundling")
+        report(result.bundle, json_output=False, tool="bundling", quiet=args.quiet)
     print(
         f"{tool} complete: {result.files_copied} entries, {human_size(result.data_bytes)} of data "
-        f"into {result.image_path} ({result.builder} builder) in {result.seconds:.1f} s",
+        f"into {result.image_path} ({result.builder.value} builder) in {result.seconds:.1f} s",
         file=sys.stdout,
     )

@@ -181,6 +181,20 @@ def region_from_url(url: str) -> str:
     return DEFAULT_REGION
 
 
+def is_aws_endpoint(settings: S3Settings) -> bool:
+    """Whether requests go to AWS: no endpoint set anywhere (boto3's default),
+    or an AWS host name."""
+    url = (
+        settings.endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+    if not url:
+        return True
+    host = (urlsplit(url).hostname or "").lower()
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
+
+
 def resolve_region(
     settings: S3Settings, *, location: str | None = None, configured: str | None = None
 ) -> str:

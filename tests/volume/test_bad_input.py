@@ -74,7 +74,7 @@ def test_size_too_small_says_by_how_much(synthetic: SyntheticVolume, out_dir: Pa
     assert done.returncode == 1
     line = _one_error_line(done.stderr)
     assert "does not fit" in line and "MiB short" in line
-    assert re.search(r"hint: use --size \d+ or automatic sizing", done.stderr)
+    assert re.search(r"hint: use --size \d+, or --size auto", done.stderr)
     assert _leftovers(out_dir) == []
 
 
