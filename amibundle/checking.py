@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amibundle.errors import AmibundleError, IntegrityError
-from amibundle.format.manifest import Manifest
+from amibundle.compression import Compression, detect
+from amibundle.crypto import AES_BLOCK, CbcDecryptor
+from amibundle.errors import AmibundleError, IntegrityError, StorageError
+from amibundle.files import read_input
+from amibundle.format.manifest import Manifest, ParsedManifest
 from amibundle.parts import PartReader, PartSpec
 from amibundle.pipeline import read_all_parts, unbundle_stream
 from amibundle.progress import Progress, Stage
@@ -72,7 +75,9 @@ class _Discard:
         pass
 
 
-def _part_size_problems(specs: Sequence[PartSpec], bundled_size: int) -> list[Problem]:
+def _part_size_problems(specs: Sequence[PartSpec], bundled_size: int) -> tuple[list[Problem], bool]:
+    """Problems with the parts' sizes, and whether every part is there (their
+    sizes are compared only then)."""
     problems: list[Problem] = []
     sizes: list[int] = []
     for spec in specs:
@@ -85,7 +90,7 @@ def _part_size_problems(specs: Sequence[PartSpec], bundled_size: int) -> list[Pr
         except OSError as err:
             problems.append(Problem(f"cannot read part {spec.path}: {err.strerror}", "unreadable"))
     if problems:
-        return problems
+        return problems, False
     for spec, size in zip(specs[:-1], sizes[:-1], strict=True):
         if size != sizes[0]:
             problems.append(
@@ -107,7 +112,7 @@ def _part_size_problems(specs: Sequence[PartSpec], bundled_size: int) -> list[Pr
                 "size",
             )
         )
-    return problems
+    return problems, True
 
 
 def _digest_problems(specs: Sequence[PartSpec]) -> list[Problem]:
@@ -138,7 +143,9 @@ def verify_bundle(
     consistent size and the right SHA-1, and ``bundled_size`` adds up. With
     ``cert``: the signature. With ``private_key``: the bundle is decrypted,
     decompressed and its tar stream read end to end, and the image digest
-    checked; nothing is written.
+    checked; nothing is written. ``checks`` lists what could be checked:
+    part sizes only when every part is there, decryption and the tar stream
+    only when the stream could be read to its end.
     """
     progress = check_progress(progress)
     manifest_path = as_path(manifest, "manifest")
@@ -164,41 +171,59 @@ def verify_bundle(
         problems += [Problem(text, "name") for text in names]
         return VerifyReport(manifest_path, tuple(problems), tuple(checks), len(m.parts), m.size)
     specs = local_part_specs(parsed, parts_folder)
-    checks += ["part sizes", "part digests"]
-    problems += _part_size_problems(specs, m.bundled_size)
+    checks.append("parts present")
+    size_problems, all_present = _part_size_problems(specs, m.bundled_size)
+    problems += size_problems
+    if all_present:
+        checks.append("part sizes")
     first_unread = 0
     if key_path is not None:
-        checks += ["decryption", "tar stream", "image digest"]
-        reader = PartReader(specs, m.bundled_size)
-        try:
-            key = bundle_key(parsed, key_path)
-            result = unbundle_stream(
-                reader,
-                key,
-                lambda member: _Discard(),
-                expected_size=m.size,
-                progress=progress,
-                stage=Stage.VERIFY,
-            )
-            check_image(m, result.tar_sha1, result.member)
-        except AmibundleError as err:
-            problems.append(Problem(str(err), "stream"))
-        finally:
-            reader.close()
-        first_unread = reader.checked
+        stream_checks, stream_problems, first_unread = _stream_checks(
+            parsed, specs, key_path, progress
+        )
+        checks += stream_checks
+        problems += stream_problems
+    checks.append("part digests")
     problems += _digest_problems(specs[first_unread:])
     unique = tuple(dict.fromkeys(problems))  # a missing part is found by two checks
     return VerifyReport(manifest_path, unique, tuple(checks), len(m.parts), m.size)
 
 
+def _stream_checks(
+    parsed: ParsedManifest, specs: list[PartSpec], key_path: Path, progress: Progress | None
+) -> tuple[list[str], list[Problem], int]:
+    """Decrypts and reads the whole stream: (checks done, problems, parts read)."""
+    checks: list[str] = []
+    reader = PartReader(specs, parsed.manifest.bundled_size)
+    try:
+        key = bundle_key(parsed, key_path)
+        result = unbundle_stream(
+            reader,
+            key,
+            lambda member: _Discard(),
+            expected_size=parsed.manifest.size,
+            progress=progress,
+            stage=Stage.VERIFY,
+        )
+        checks += ["decryption", "tar stream", "image digest"]
+        check_image(parsed.manifest, result.tar_sha1, result.member)
+    except AmibundleError as err:
+        return checks, [Problem(str(err), "stream")], reader.checked
+    finally:
+        reader.close()
+    return checks, [], reader.checked
+
+
 @dataclass(frozen=True)
 class ManifestReport(JsonRecord):
-    """What a manifest says, plus the signature check when a certificate is given."""
+    """What a manifest says, plus the signature check when a certificate is
+    given and the stream's compression when the private key is."""
 
     manifest_path: Path
     manifest: Manifest
     signature_valid: bool | None  # None: not checked
     signature_problem: str | None
+    compression: str | None = None  # "gzip" or "zstd"; None: not looked at (no key)
 
     def to_dict(self) -> dict[str, Any]:
         # The manifest's fields at the top level, as scripts have read them.
@@ -207,16 +232,24 @@ class ManifestReport(JsonRecord):
             **to_json(self.manifest),
             "signature_valid": self.signature_valid,
             "signature_problem": self.signature_problem,
+            "compression": self.compression,
         }
 
 
 def inspect_manifest(
-    manifest: str | os.PathLike[str], *, cert: str | os.PathLike[str] | None = None
+    manifest: str | os.PathLike[str],
+    *,
+    cert: str | os.PathLike[str] | None = None,
+    private_key: str | os.PathLike[str] | None = None,
+    source: str | os.PathLike[str] | None = None,
 ) -> ManifestReport:
     """Parses a manifest; with ``cert`` also checks its signature (a bad
-    signature is reported, not raised)."""
+    signature is reported, not raised); with ``private_key`` decrypts the
+    start of the first part (in ``source``, default: the manifest's folder)
+    to tell the stream's compression."""
     manifest_path = as_path(manifest, "manifest")
     cert_path = as_optional_path(cert, "cert")
+    key_path = as_optional_path(private_key, "private_key")
     parsed = read_manifest(manifest_path)
     valid: bool | None = None
     problem = None
@@ -226,4 +259,22 @@ def inspect_manifest(
             valid = True
         except IntegrityError as err:
             valid, problem = False, str(err)
-    return ManifestReport(manifest_path, parsed.manifest, valid, problem)
+    compression = None
+    if key_path is not None:
+        folder = as_optional_path(source, "source") or manifest_path.parent
+        compression = _stream_compression(parsed, key_path, folder).value
+    return ManifestReport(manifest_path, parsed.manifest, valid, problem, compression)
+
+
+def _stream_compression(parsed: ParsedManifest, key_path: Path, folder: Path) -> Compression:
+    """The compression of the bundle's stream, from its first decrypted block."""
+    key = bundle_key(parsed, key_path)
+    first = local_part_specs(parsed, folder)[0].path
+    try:
+        # Checked and opened without blocking, like every input: a FIFO is an error.
+        head = read_input(first, "part", limit=2 * AES_BLOCK)[: 2 * AES_BLOCK]
+    except OSError as err:
+        raise StorageError(f"cannot read part {first}: {err.strerror}") from None
+    plain: list[bytes] = []
+    CbcDecryptor(key, lambda view: plain.append(bytes(view))).write(head)
+    return detect(b"".join(plain))

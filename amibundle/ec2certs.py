@@ -1,16 +1,19 @@
 """Finding the EC2 recipient certificate at run time.
 
-amibundle ships no EC2 certificate of its own. It looks where users of the
-classic tools already keep one, in this order:
+amibundle ships the three public EC2 certificates (``certs/``, package data
+``amibundle/certs/``), but a certificate the user already keeps wins. The
+places, in order:
 
 1. an explicit path (``--ec2cert``);
 2. ``$AMIBUNDLE_EC2_CERT`` (a file);
 3. ``$EC2_AMITOOL_HOME/etc/ec2/amitools/``, then ``$EC2_HOME/etc/ec2/amitools/``;
 4. ``/opt/aws/amitools/ec2/etc/ec2/amitools/`` (Amazon Linux's classic tools);
-5. the ``certs/`` folder beside the package (or ``<prefix>/share/amibundle/certs``).
+5. ``<prefix>/share/amibundle/certs`` (a copy an installation put there);
+6. the certificates shipped with amibundle.
 
 In the folders, the file is chosen by region: ``cert-ec2-gov.pem`` for
 ``us-gov-*``, ``cert-ec2-cn-north-1.pem`` for ``cn-*``, else ``cert-ec2.pem``.
+:func:`describe_ec2_certificates` reports the choice for every region.
 """
 
 from __future__ import annotations
@@ -21,14 +24,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from amibundle.errors import CertificateError
+from amibundle.errors import AmibundleError, CertificateError
 
-__all__ = ["CertificateLookup", "certificate_file_for_region", "find_ec2_certificate"]
+__all__ = [
+    "REGION_FILES",
+    "CertificateLookup",
+    "RegionCertificate",
+    "certificate_file_for_region",
+    "describe_ec2_certificates",
+    "find_ec2_certificate",
+]
 
 _CLASSIC_SUBDIR = Path("etc/ec2/amitools")
 _AMAZON_LINUX_DIR = Path("/opt/aws/amitools/ec2/etc/ec2/amitools")
-_PACKAGE_CERTS = Path(__file__).resolve().parent.parent / "certs"
+# Package data; in a checkout, amibundle/certs is a symlink to the top-level certs/.
+_SHIPPED_CERTS = Path(__file__).resolve().parent / "certs"
 _SHARE_CERTS = Path(sys.prefix) / "share" / "amibundle" / "certs"
+SHIPPED_SOURCE = "shipped with amibundle"
+
+# Which regions each certificate file serves (and one of them), in the order shown.
+REGION_FILES: tuple[tuple[str, str, str], ...] = (
+    ("every other region", "cert-ec2.pem", "us-east-1"),
+    ("us-gov-*", "cert-ec2-gov.pem", "us-gov-west-1"),
+    ("cn-*", "cert-ec2-cn-north-1.pem", "cn-north-1"),
+)
 
 
 def certificate_file_for_region(region: str | None) -> str:
@@ -57,9 +76,9 @@ def _candidate_dirs(env: Mapping[str, str]) -> list[tuple[Path, str]]:
         if env.get(var):
             dirs.append((Path(env[var]) / _CLASSIC_SUBDIR, f"${var}"))
     dirs.append((_AMAZON_LINUX_DIR, "classic tools on Amazon Linux"))
-    dirs.append((_PACKAGE_CERTS, "amibundle certs folder"))
-    if _SHARE_CERTS != _PACKAGE_CERTS:
+    if _SHARE_CERTS != _SHIPPED_CERTS:
         dirs.append((_SHARE_CERTS, "amibundle installed certs folder"))
+    dirs.append((_SHIPPED_CERTS, SHIPPED_SOURCE))
     return dirs
 
 
@@ -90,7 +109,42 @@ def find_ec2_certificate(
         looked.append(str(path))
     raise CertificateError(
         f"no EC2 certificate {name} found (looked in: {', '.join(looked)})",
-        hint="pass one with {param} FILE or set AMIBUNDLE_EC2_CERT; the classic "
-        "ec2-ami-tools ship it in etc/ec2/amitools/",
+        hint="pass one with {param} FILE or set AMIBUNDLE_EC2_CERT; amibundle ships "
+        "them in its certs/ folder (a damaged installation?) and the classic "
+        "ec2-ami-tools in etc/ec2/amitools/",
         param="ec2_cert",
     )
+
+
+@dataclass(frozen=True)
+class RegionCertificate:
+    """Which certificate serves a group of regions, and where it was found."""
+
+    regions: str  # "us-gov-*", "cn-*" or "every other region"
+    file_name: str
+    path: Path | None  # None: not found (``problem`` says why)
+    source: str | None
+    applies_here: bool  # the region of this environment is in the group
+    problem: str | None = None
+
+
+def describe_ec2_certificates(
+    explicit: Path | None = None,
+    *,
+    region: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[RegionCertificate, ...]:
+    """For each group of regions, the certificate :func:`find_ec2_certificate`
+    would use (``region`` or the environment's region marks the group that
+    applies here). A group without one is reported, not raised."""
+    env = os.environ if env is None else env
+    here = certificate_file_for_region(_region_from(region, env))
+    rows = []
+    for regions, name, example in REGION_FILES:
+        try:
+            found = find_ec2_certificate(explicit, region=example, env=env)
+        except AmibundleError as err:
+            rows.append(RegionCertificate(regions, name, None, None, name == here, str(err)))
+            continue
+        rows.append(RegionCertificate(regions, name, found.path, found.source, name == here))
+    return tuple(rows)

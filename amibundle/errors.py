@@ -48,7 +48,9 @@ the command line reads its flag (``--user``, ``--force``, ``--no-size-checks``):
     ├── ImageSizeError            the image is empty or larger than EC2 accepts
     ├── BackupExistsError         migrate-manifest's <manifest>.bak is in the way
     ├── MappingError              a kernel or ramdisk id has no match in the target region
-    └── MappingUnavailableError   EC2 cannot be asked to map ids (unknown region, refused)
+    ├── MappingUnavailableError   EC2 cannot be asked to map ids (unknown region, refused)
+    └── ImageSourceError          an image cannot be read as its format says (damaged
+                                  compressed data, a stream shorter or longer than announced)
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ __all__ = [
     "Ec2Error",
     "ImageFailedError",
     "ImageSizeError",
+    "ImageSourceError",
     "InstallError",
     "IntegrityError",
     "KeyMismatchError",
@@ -359,6 +362,15 @@ class BucketNotEmptyError(S3Error):
 class EbsError(AmibundleError):
     """The EBS direct APIs (or EC2's snapshot calls) refused a request or could
     not be reached, or a snapshot ended in the ``error`` state."""
+
+
+# --- image sources -------------------------------------------------------------------------
+
+
+class ImageSourceError(AmibundleError):
+    """An image cannot be read as its format says: damaged compressed data, a
+    stream that ends before (or goes on after) the size announced, a disk
+    image qemu-img cannot map."""
 
 
 # --- streaming to and from S3, EC2 ---------------------------------------------------------

@@ -48,6 +48,7 @@ log = logging.getLogger("amibundle.folder")
 _JOURNAL = "journal"
 _ASIDE = "old"
 _MANIFEST = "manifest"
+_BESIDE = "beside"
 
 
 def _storage_error(action: str, path: Path, err: OSError) -> StorageError:
@@ -113,16 +114,24 @@ class DirectoryPartSink:
         return [self.destination / n for n in names if os.path.lexists(self.destination / n)]
 
     def commit(
-        self, filenames: Sequence[str], manifest: tuple[str, bytes] | None = None
+        self,
+        filenames: Sequence[str],
+        manifest: tuple[str, bytes] | None = None,
+        *,
+        beside: Sequence[tuple[str, bytes]] = (),
     ) -> list[Path]:
-        """Publishes the parts as ``filenames`` and then ``manifest`` (its
-        file name and bytes), all or nothing; returns the parts' paths.
-        Without ``overwrite`` an existing file of the bundle is an error and
-        nothing is moved; with it, the files of the bundle it replaces
-        (listed by ``stale`` names of the same prefix) go."""
-        names = list(filenames) + ([manifest[0]] if manifest else [])
+        """Publishes the parts as ``filenames``, then the files ``beside``
+        them (name and bytes, mode 0600: a key made for this bundle), then
+        ``manifest`` (its file name and bytes), all or nothing; returns the
+        parts' paths. Without ``overwrite`` an existing file of the bundle is
+        an error and nothing is moved; with it, the files of the bundle it
+        replaces (listed by ``stale`` names of the same prefix) go."""
+        extra = [name for name, _data in beside]
+        names = [*filenames, *extra, *([manifest[0]] if manifest else [])]
         if not self.overwrite and (clash := self.existing(names)):
             raise OutputExistsError(clash[0])
+        for index, (_name, data) in enumerate(beside):
+            _write_new(self._work / f"{_BESIDE}.{index}", data)
         if manifest is not None:
             _write_new(self._work / _MANIFEST, manifest[1])
         with interrupts.held(), _Journal(self._work / _JOURNAL) as journal:
@@ -130,8 +139,11 @@ class DirectoryPartSink:
                 if self.overwrite:
                     self._move_aside(journal, [manifest[0]] if manifest else [])
                     self._move_aside(journal, bundle_files(self.destination, self.prefix))
+                    self._move_aside(journal, extra)
                 for index, name in enumerate(filenames):
                     self._place(journal, self._temp_path(index), name, mode=0o644)
+                for index, name in enumerate(extra):
+                    self._place(journal, self._work / f"{_BESIDE}.{index}", name, mode=0o600)
                 if manifest is not None:
                     self._place(journal, self._work / _MANIFEST, manifest[0], mode=0o644)
             except BaseException:

@@ -43,7 +43,7 @@ from amibundle.format.tar_reader import SingleMemberReader
 from amibundle.format.tar_writer import encode_header, end_of_archive, tar_size
 from amibundle.parts import PartRecord, PartSource, PartSplitter, PartWriter
 from amibundle.progress import NullProgress, Progress, Stage
-from amibundle.sparse import read_extents
+from amibundle.sparse import ExtentReader, read_image_extents
 from amibundle.validate import as_enum, check_positive
 
 __all__ = [
@@ -100,16 +100,17 @@ class _Encrypting:
         pass
 
 
-def tar_stream(fd: int, member: MemberInfo) -> Iterator[bytes | memoryview]:
-    """The whole tar archive T for one member, in pieces. Read buffers are
-    reused: consumers must use each piece before asking for the next."""
+def tar_stream(fd: int | ExtentReader, member: MemberInfo) -> Iterator[bytes | memoryview]:
+    """The whole tar archive T for one member, in pieces, its data read from
+    ``fd`` (a file descriptor, or a reader of another image source). Read
+    buffers are reused: consumers must use each piece before asking for the next."""
     header = encode_header(member)
     yield header
     if member.extents is not None:
         extents: Sequence[Extent] = member.extents
     else:
         extents = (Extent(0, member.size),) if member.size else ()
-    yield from read_extents(fd, extents, itertools.repeat(bytearray(_READ_BUFFER)))
+    yield from read_image_extents(fd, extents, itertools.repeat(bytearray(_READ_BUFFER)))
     stored = stored_size(member)
     yield padding(stored)
     written = len(header) + stored + len(padding(stored))
@@ -117,7 +118,7 @@ def tar_stream(fd: int, member: MemberInfo) -> Iterator[bytes | memoryview]:
 
 
 def bundle_stream(
-    fd: int,
+    fd: int | ExtentReader,
     member: MemberInfo,
     key: BundleKey,
     sink: PartWriter,
@@ -126,7 +127,8 @@ def bundle_stream(
     codec: Codec | None = None,
     progress: Progress | None = None,
 ) -> BundleStreamResult:
-    """Streams the image open on ``fd`` into ``sink`` as encrypted parts.
+    """Streams the image open on ``fd`` (or read by an ExtentReader) into
+    ``sink`` as encrypted parts.
 
     On success the sink is neither committed nor aborted: the caller decides,
     once it also has the manifest. On failure (Ctrl-C included) the sink is

@@ -19,6 +19,7 @@ __all__ = ["BatchedProgress", "NullProgress", "Progress", "Stage"]
 class Stage(str, Enum):
     """The long-running steps the library reports on."""
 
+    SCAN = "scan"  # a first pass over a stream, for its size and zero runs
     READ = "read"
     VERIFY = "verify"
     EXTRACT = "extract"

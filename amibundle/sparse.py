@@ -20,16 +20,20 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 from amibundle.errors import StorageError
 from amibundle.format.tar import Extent, ExtentMap
 
 __all__ = [
     "ZERO_GRANULE",
+    "ExtentReader",
     "SparseWriter",
     "carve_zero_runs",
     "data_extents",
+    "is_zero",
     "read_extents",
+    "read_image_extents",
 ]
 
 ZERO_GRANULE = 64 * 1024
@@ -135,6 +139,25 @@ def read_extents(
             yield view
 
 
+class ExtentReader(Protocol):
+    """An image that is not a plain file (a compressed stream, a disk format
+    read through qemu-img): it hands out the bytes of given extents, in
+    order, like :func:`read_extents` does for a file descriptor."""
+
+    def read_extents(
+        self, extents: Iterable[Extent], buffers: Iterator[bytearray]
+    ) -> Iterator[memoryview]: ...
+
+
+def read_image_extents(
+    image: int | ExtentReader, extents: Iterable[Extent], buffers: Iterator[bytearray]
+) -> Iterator[memoryview]:
+    """:func:`read_extents` for a file descriptor, the reader's own otherwise."""
+    if isinstance(image, int):
+        return read_extents(image, extents, buffers)
+    return image.read_extents(extents, buffers)
+
+
 class SparseWriter:
     """Writes (offset, data) pieces into a new file, leaving holes where the
     data is zero. Pieces closer than a file system block to the one before
@@ -199,9 +222,16 @@ class SparseWriter:
 
 
 def _is_zero_granule(view: memoryview, start: int) -> bool:
+    return is_zero(view[start : start + ZERO_GRANULE])
+
+
+def is_zero(view: memoryview) -> bool:
+    """Whether every byte of ``view`` (at most :data:`ZERO_GRANULE` long) is zero."""
     # Most data granules begin or end with a non-zero byte, which settles it
     # without touching the rest; otherwise compare all of it (bytes == bytes
     # is a memcmp, memoryview == memoryview goes item by item, 20x slower).
-    if view[start] or view[start + ZERO_GRANULE - 1]:
+    if not view:
+        return True
+    if view[0] or view[-1]:
         return False
-    return view[start : start + ZERO_GRANULE].tobytes() == _ZEROS
+    return view.tobytes() == _ZEROS[: len(view)]

@@ -58,6 +58,7 @@ PACKAGES: Mapping[str, str] = {
     "mcopy": "mtools",
     "setpriv": "util-linux",
     "udevadm": "udev",
+    "qemu-img": "qemu-utils",
 }
 # Administration programs live in sbin, which an unprivileged user's PATH
 # often lacks although running them (mke2fs on a file) needs no privilege.

@@ -146,6 +146,12 @@ def bundle_upload(
     bucket = as_bucket(bucket)
     metadata = check_record(metadata, BundleMetadata, "metadata")
     keys = check_record(keys, BundleKeys, "keys")
+    if keys.generated is not None:
+        raise UsageError(
+            "{param} were made for the bundle and would be kept nowhere: a bundle streamed "
+            "to S3 needs keys loaded from files (BundleKeys.load)",
+            param="keys",
+        )
     settings = check_record(settings, S3Settings, "settings")
     codec = check_optional_record(codec, Codec, "codec") or Codec()
     image_path = as_path(image, "image")

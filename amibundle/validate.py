@@ -36,6 +36,7 @@ __all__ = [
     "check_record",
     "check_text",
     "detect_architecture",
+    "image_too_large",
     "normalize_account_id",
     "parse_block_device_mapping",
     "split_product_codes",
@@ -221,11 +222,18 @@ def check_image_size(size: int, *, size_checks: bool) -> None:
     if size == 0:
         raise ImageSizeError("the image is empty (zero bytes)")
     if size > MAX_IMAGE_SIZE:
-        raise ImageSizeError(
-            f"the image is {size} bytes, larger than EC2's 10 GiB limit for instance-store images",
-            hint="{off} lifts the limit, for other clouds",
-            param="size_checks",
-        )
+        raise image_too_large(size)
+
+
+def image_too_large(size: int, *, at_least: bool = False) -> ImageSizeError:
+    """The error for an image over EC2's limit (``at_least``: a first pass
+    stopped after ``size`` bytes, so the image is larger still)."""
+    amount = f"at least {size}" if at_least else str(size)
+    return ImageSizeError(
+        f"the image is {amount} bytes, larger than EC2's 10 GiB limit for instance-store images",
+        hint="{off} lifts the limit, for other clouds",
+        param="size_checks",
+    )
 
 
 def detect_architecture() -> str:

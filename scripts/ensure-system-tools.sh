@@ -3,10 +3,12 @@
 # GNU tar, gzip, openssl (independent cross-checks of our streams),
 # e2fsprogs (sample file systems), fdisk/gdisk/mount (bundle-vol's partition
 # tables and loop devices), rsync (cross-check of bundle-vol's copy rules),
-# and for the boot tests (tests/boot): GRUB for BIOS and UEFI, dosfstools and
-# mtools (EFI system partitions without mounting), qemu with SeaBIOS and OVMF,
-# and a static busybox for the test root. Uses apt when available; otherwise
-# it only reports what is missing.
+# qemu-img, bzip2, xz, zstd (images of every format bundle-image reads),
+# jq (the README's examples, which the tests run), and for the boot tests
+# (tests/boot): GRUB for BIOS and UEFI, dosfstools and mtools (EFI system
+# partitions without mounting), qemu with SeaBIOS and OVMF, and a static
+# busybox for the test root. Uses apt when available; otherwise it only
+# reports what is missing.
 set -euo pipefail
 
 declare -A package_of=(
@@ -14,6 +16,7 @@ declare -A package_of=(
   [mke2fs]=e2fsprogs [debugfs]=e2fsprogs [e2fsck]=e2fsprogs
   [setpriv]=util-linux [zstd]=zstd
   [sfdisk]=fdisk [sgdisk]=gdisk [losetup]=mount [rsync]=rsync
+  [qemu-img]=qemu-utils [bzip2]=bzip2 [xz]=xz-utils [jq]=jq
   [grub-mkimage]=grub-common [grub-install]=grub2-common
   [mkfs.vfat]=dosfstools [mcopy]=mtools [mmd]=mtools
   [qemu-system-x86_64]=qemu-system-x86

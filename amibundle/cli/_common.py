@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import threading
@@ -18,8 +19,10 @@ __all__ = [
     "NOTICE",
     "command_parser",
     "human_size",
+    "plural",
     "print_json",
     "rate",
+    "rate_note",
     "version_text",
 ]
 
@@ -49,6 +52,24 @@ def rate(nbytes: int, seconds: float) -> str:
     return f"{nbytes / max(seconds, 1e-6) / 1e6:.0f} MB/s"
 
 
+# Below these a rate says nothing (it would read "0 MB/s" or come from timer noise).
+_RATE_MIN_BYTES = 1 << 20
+_RATE_MIN_SECONDS = 0.05
+
+
+def rate_note(nbytes: int, seconds: float, what: str = "") -> str:
+    """`` (431 MB/s of image data)`` for a summary line; empty for amounts or
+    times too small for a rate to mean anything."""
+    if nbytes < _RATE_MIN_BYTES or seconds < _RATE_MIN_SECONDS:
+        return ""
+    return f" ({rate(nbytes, seconds)}{' ' + what if what else ''})"
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 part``, ``2 parts``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def print_json(data: Mapping[str, Any]) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
@@ -70,20 +91,41 @@ def command_parser(
 
 
 class Announcements:
-    """What a command says before its work starts ("Bundling x into y ...",
-    notes about the options), held back until the library has checked every
-    input: it is printed at the library's first sign of work (its first
-    progress stage, or its first notice), never before an error about an
-    argument. Lines not printed by then (the library failed first) are
-    dropped."""
+    """What a command says besides its result: "Bundling x into y ...",
+    notes about the options, the library's notes. One rule for all of it:
 
-    def __init__(self) -> None:
+    * held back until the library has checked every input: lines added with
+      :meth:`add` are printed at the library's first sign of work (its first
+      progress stage, or its first note), never before an error about an
+      argument; lines not printed by then (the library failed first) are
+      dropped;
+    * silenced by ``-q`` (``quiet``), which leaves only errors and the final
+      result;
+    * kept off stdout with ``--json`` (``json_output``), which is the JSON
+      document's alone.
+
+    Build it from the parsed arguments with :meth:`of`."""
+
+    def __init__(self, *, quiet: bool = False, json_output: bool = False) -> None:
+        self._quiet = quiet
+        self._json = json_output
         self._pending: list[tuple[str, bool]] = []
         self._lock = threading.Lock()
 
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Announcements:
+        """The announcements of a command run with ``args`` (``-q``, ``--json``)."""
+        return cls(
+            quiet=bool(getattr(args, "quiet", False)),
+            json_output=bool(getattr(args, "json", False)),
+        )
+
     def add(self, line: str, *, stderr: bool = False) -> None:
+        """Holds ``line`` until the work starts."""
+        if self._quiet:
+            return
         with self._lock:
-            self._pending.append((line, stderr))
+            self._pending.append((line, stderr or self._json))
 
     def flush(self) -> None:
         with self._lock:
@@ -91,16 +133,26 @@ class Announcements:
         for line, to_stderr in pending:
             print(line, file=sys.stderr if to_stderr else sys.stdout, flush=True)
 
+    def say(self, line: str, *, stderr: bool = False) -> None:
+        """Prints ``line`` now (once the held lines are out), unless quiet."""
+        self.flush()
+        if not self._quiet:
+            print(line, file=sys.stderr if stderr or self._json else sys.stdout, flush=True)
+
     def progress(self, inner: Progress) -> Progress:
         """``inner``, printing the held lines at the first ``start``."""
         return _AnnouncingProgress(inner, self)
 
-    def notify(self, say: Callable[[str], None]) -> Callable[[str], None]:
-        """``say``, printing the held lines first."""
+    def notify(self, say: Callable[[str], None] | None = None) -> Callable[[str], None]:
+        """A ``notify`` for the library: the held lines first, then the line,
+        by ``say`` (default: :meth:`say`, a ``note:`` line)."""
 
         def notify(line: str) -> None:
-            self.flush()
-            say(line)
+            if say is None:
+                self.say(f"note: {line}")
+            else:
+                self.flush()
+                say(line)
 
         return notify
 

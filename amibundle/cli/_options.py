@@ -461,7 +461,7 @@ def add_common_options(parser: OptionParser, style: Style | None = None) -> None
         _flag(group, "--manual", early="manual", help="show the manual and exit"),
         _flag(group, "--batch", help="never prompt; take the default answer to every question"),
         _flag(group, "--debug", help="show commands run and tracebacks of internal errors"),
-        _flag(group, "-q", "--quiet", help="no progress bars"),
+        _flag(group, "-q", "--quiet", help="print only errors and the final result"),
     ]
     if style is Style.CLASSIC:
         others = [a for a in group._group_actions if all(a is not c for c in common)]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import re
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -234,14 +233,15 @@ def _bucket_ref(value: str) -> s3.BucketRef:
 
 
 def note_sigv(args: argparse.Namespace, notes: Announcements | None = None) -> None:
-    """The note about ``--sigv 2``: held in ``notes`` when given, else printed."""
+    """The note about ``--sigv 2``: held in ``notes`` when given, else printed
+    now; silenced by ``-q`` either way."""
     if args.sigv != "2":
         return
     line = "note: --sigv 2 is accepted for compatibility; Signature Version 4 is always used"
     if notes is not None:
         notes.add(line, stderr=True)
     else:
-        print(line, file=sys.stderr)
+        Announcements.of(args).say(line, stderr=True)
 
 
 def settings_from(args: argparse.Namespace, *, region: str | None = None) -> s3.S3Settings:

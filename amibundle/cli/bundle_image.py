@@ -3,29 +3,47 @@
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import replace
 from pathlib import Path
 
 from amibundle.bundling import BundleResult, bundle_image
-from amibundle.cli._common import Announcements, command_parser, human_size, print_json, rate
+from amibundle.cli._common import (
+    Announcements,
+    command_parser,
+    human_size,
+    plural,
+    print_json,
+    rate_note,
+)
 from amibundle.cli._options import (
     CLASSIC_COMMON_LONGS,
     OptionParser,
     Style,
+    add_check,
     add_common_options,
     mandatory,
 )
-from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._prompt import ask_value, confirm
 from amibundle.cli._values import existing_dir, existing_file, integer
 from amibundle.compression import DEFAULT_LEVELS, Compression, default_threads
+from amibundle.errors import UsageError
 from amibundle.format.manifest import DEFAULT_PART_SIZE
 from amibundle.identity import BundleKeys
 from amibundle.metadata import BundleMetadata
 from amibundle.pipeline import Codec
+from amibundle.sources import STDIN, ImageFormat, file_format
 from amibundle.validate import check_image_size, detect_architecture
 
-__all__ = ["CLASSIC_LONGS", "build_parser", "run"]
+__all__ = [
+    "CLASSIC_LONGS",
+    "add_key_options",
+    "build_parser",
+    "byte_size",
+    "keys_of",
+    "run",
+]
 
 DESCRIPTION = (
     "Bundle an image file for EC2: tar, gzip, AES-128-CBC, 10 MiB parts and a "
@@ -38,8 +56,19 @@ under temporary names and appear, manifest last, only when the bundle is complet
 The bundle key is encrypted for your certificate (-c) and for EC2's (--ec2cert, or
 found as the README's "EC2 certificates" section describes).
 
-Example:
+Without -c and -k, the bundle gets its own new 2048-bit key and self-signed
+certificate, written beside it as <prefix>.key.pem and <prefix>.cert.pem (mode
+0600): keep the key, unbundling needs it.
+
+Any image format goes in, recognised by its content: a raw image, a gzip, bzip2,
+xz or zstd-compressed one (decompressed on the fly; a first pass finds the size
+and the zero runs), a qcow2, VMDK, VHD or VHDX disk (read through qemu-img), or
+"-i -" for standard input (with --image-size unless the stream records it).
+
+Examples:
   ec2-bundle-image -i root.img -c cert.pem -k pk.pem -u 1234-5678-9012 -r x86_64 -d out/
+  amibundle bundle-image -i root.qcow2 -u 123456789012 -r x86_64 -d out/
+  curl -s https://example.com/root.img | amibundle bundle-image -i - --image-size 8G ...
 """
 KNOWN_ARCHITECTURES = ("i386", "x86_64")
 # The classic tool's long options (classic-cli.md §1.3, §2.2): their unique
@@ -70,28 +99,27 @@ def add_key_options(
     region: bool = True,
 ) -> None:
     """-c/-k/-u/--ec2cert/--region: shared with bundle-vol, where ``waived_by``
-    (``clone_only``) makes -c/-k/-u optional. The S3 commands look the
+    (``clone_only``) makes -u optional. -c and -k go together; without both,
+    :func:`keys_of` makes a key for the bundle. The S3 commands look the
     account up with STS when -u is missing (``user_from_sts``) and have a
     --region of their own (``region=False``)."""
     unless = (waived_by,) if waived_by else ()
-    mandatory(
-        parser,
+    parser.add_argument(
         "-c",
         "--cert",
         metavar="PATH",
         type=existing_file,
-        unless=unless,
-        help="your PEM X.509 certificate; its key receives a copy of the bundle key",
+        help="your PEM X.509 certificate; its key receives a copy of the bundle key "
+        "(without -c and -k: a new key and certificate are made for this bundle)",
     )
-    mandatory(
-        parser,
+    parser.add_argument(
         "-k",
         "--privatekey",
         metavar="PATH",
         type=existing_file,
-        unless=unless,
-        help="your PEM RSA private key; signs the manifest",
+        help="your PEM RSA private key (of -c); signs the manifest",
     )
+    add_check(parser, _check_key_pair)
     if user_from_sts:
         parser.add_argument(
             "-u",
@@ -193,11 +221,75 @@ def add_output_options(parser: OptionParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
 
 
+def _check_key_pair(args: argparse.Namespace) -> None:
+    if (args.cert is None) != (args.privatekey is None):
+        given, missing = ("-c", "-k") if args.privatekey is None else ("-k", "-c")
+        raise UsageError(
+            f"{given} needs {missing}: give your certificate and its private key together, "
+            "or neither to make a new key and certificate for this bundle"
+        )
+
+
+_SIZE = re.compile(r"([0-9]+)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def byte_size(value: str) -> int:
+    """``--image-size``: bytes, or with a binary unit (``8G``, ``512MiB``)."""
+    match = _SIZE.fullmatch(value.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected a size in bytes, e.g. 8589934592, 8G or 512MiB"
+        )
+    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def image_value(value: str) -> Path | str:
+    """``-i``: ``-`` (standard input) or a regular file, checked at once like
+    every file option (a FIFO or a device would make bundling wait; a
+    directory gets a pointer at bundle-vol)."""
+    if value == STDIN:
+        return value
+    path = Path(value)
+    if not value or not path.exists():
+        raise argparse.ArgumentTypeError(f"{value!r}: no such file")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: not a regular file but a directory (to bundle a tree of files, "
+            "make an image of it with bundle-vol)"
+        )
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value!r}: not a regular file")
+    return path
+
+
+def add_image_options(parser: OptionParser) -> None:
+    mandatory(
+        parser,
+        "-i",
+        "--image",
+        metavar="PATH",
+        type=image_value,
+        help="the image to bundle: raw, gzip/bzip2/xz/zstd-compressed, qcow2, VMDK, VHD, "
+        "VHDX, or - for standard input",
+    )
+    parser.add_argument(
+        "--image-size",
+        metavar="BYTES",
+        type=byte_size,
+        help="the image's size (8G, 512MiB, bytes): needed for standard input, checked otherwise",
+    )
+    parser.add_argument(
+        "--image-format",
+        choices=["auto", *(kind.value for kind in ImageFormat)],
+        default="auto",
+        help="what the image is (default: recognised by its content)",
+    )
+
+
 def build_parser(style: Style, prog: str) -> OptionParser:
     parser = command_parser(prog, style, description=DESCRIPTION, manual=MANUAL)
-    mandatory(
-        parser, "-i", "--image", metavar="PATH", type=existing_file, help="the image file to bundle"
-    )
+    add_image_options(parser)
     add_key_options(parser)
     parser.add_argument(
         "-d",
@@ -224,6 +316,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         "--kernel-name", metavar="NAME", help="for --image-type kernel: the kernel's name"
     )
     add_output_options(parser)
+    add_progress_option(parser)
     add_common_options(parser)
     if style is Style.CLASSIC:
         parser.keep_classic_abbreviations(CLASSIC_LONGS)
@@ -266,20 +359,46 @@ def note_missing_mappings(mappings: list[str], notes: Announcements) -> None:
 
 
 def checked_metadata(
-    args: argparse.Namespace, *, image_type: str = "machine", kernel_name: str | None = None
+    args: argparse.Namespace,
+    notes: Announcements,
+    *,
+    destination: Path,
+    prefix: str,
+    image_type: str = "machine",
+    kernel_name: str | None = None,
 ) -> tuple[BundleMetadata, BundleKeys]:
-    """Every manifest field and key checked first; only then is the
-    architecture asked for (a question is output too, and must not come
-    before an error about another argument)."""
+    """Every manifest field and key checked first (see :func:`keys_of`);
+    only then is the architecture asked for (a question is output too, and
+    must not come before an error about another argument)."""
     metadata = metadata_of(
         args, args.arch or detect_architecture(), image_type=image_type, kernel_name=kernel_name
     )
-    keys = keys_of(args)
+    keys = keys_of(args, notes, destination=destination, prefix=prefix)
     return replace(metadata, architecture=choose_architecture(args)), keys
 
 
-def keys_of(args: argparse.Namespace) -> BundleKeys:
-    """-c, -k, --ec2cert and --region, loaded and checked."""
+def keys_of(
+    args: argparse.Namespace, notes: Announcements, *, destination: Path, prefix: str
+) -> BundleKeys:
+    """-c, -k, --ec2cert and --region, loaded and checked; without -c and -k,
+    a new key and certificate for the bundle ``prefix`` (written beside it, in
+    ``destination``, when it is complete), said in one note. bundle-vol uses
+    it too."""
+    if args.cert is None and args.privatekey is None:
+        keys = BundleKeys.generate_for_bundle(
+            destination,
+            prefix,
+            ec2_cert=args.ec2cert,
+            region=args.region,
+            force=getattr(args, "force", False),
+        )
+        assert keys.generated is not None
+        notes.add(
+            "note: no -c/-k given: this bundle gets its own new key and certificate, "
+            f"written beside it as {keys.generated.private_key} and "
+            f"{keys.generated.certificate} (keep the key: unbundling needs it)"
+        )
+        return keys
     return BundleKeys.load(
         cert=args.cert, private_key=args.privatekey, ec2_cert=args.ec2cert, region=args.region
     )
@@ -305,56 +424,88 @@ def metadata_of(
     )
 
 
-def report(result: BundleResult, *, json_output: bool, tool: str) -> None:
+def report(result: BundleResult, *, json_output: bool, tool: str, quiet: bool = False) -> None:
+    """The result: the files made (not with -q) and one summary line."""
     if json_output:
         print_json(result.to_dict())
         return
-    for path in result.part_paths:
-        print(f"Created {path.name}")
-    print(f"Created {result.manifest_path.name}")
+    if not quiet:
+        for path in result.part_paths:
+            print(f"Created {path.name}")
+        print(f"Created {result.manifest_path.name}")
     print(
-        f"{tool} complete: {len(result.part_paths)} parts, {human_size(result.bundled_size)} "
-        f"in {result.manifest_path.parent} in {result.seconds:.1f} s "
-        f"({rate(result.data_size, result.seconds)} of image data)"
+        f"{tool} complete: {plural(len(result.part_paths), 'part')}, "
+        f"{human_size(result.bundled_size)} in {result.manifest_path.parent} in "
+        f"{result.seconds:.1f} s{rate_note(result.data_size, result.seconds, 'of image data')}"
     )
+    if result.generated_private_key is not None:
+        print(
+            f"New key {result.generated_private_key} and certificate "
+            f"{result.generated_certificate}: keep the key, unbundling needs it"
+        )
 
 
 def check_image(args: argparse.Namespace) -> None:
-    """The image's size, before any question or line is printed (the library
-    checks it again as it opens the image)."""
+    """The size of a raw image file, before any question or line is printed
+    (the library checks it again as it opens the image; the image size of
+    other formats is known only once the library reads them)."""
+    if str(args.image) == STDIN:
+        return
+    path = Path(args.image)
     try:
-        size = Path(args.image).stat().st_size
+        size = path.stat().st_size
     except OSError:
         return  # the library reports it
+    if not path.is_file():
+        return  # a folder, FIFO or device: the library says what it is, without reading it
+    if size and _image_format(args, path) is not ImageFormat.RAW:
+        return  # compressed, or a disk format: the image is not the file's size
     check_image_size(size, size_checks=not args.no_size_checks)
+
+
+def _image_format(args: argparse.Namespace, path: Path) -> ImageFormat:
+    if args.image_format != "auto":
+        return ImageFormat(args.image_format)
+    return file_format(path)
 
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
     check_image(args)
+    default = "image" if str(args.image) == STDIN else Path(args.image).name
+    prefix = args.prefix if args.prefix is not None else default
+    notes = Announcements.of(args)
     metadata, keys = checked_metadata(
-        args, image_type=args.image_type, kernel_name=args.kernel_name
+        args,
+        notes,
+        destination=args.destination,
+        prefix=prefix,
+        image_type=args.image_type,
+        kernel_name=args.kernel_name,
     )
-    notes = Announcements()
     if not args.json:
         notes.add(f"Bundling {args.image} into {args.destination} ...")
     note_missing_mappings(args.block_device_mapping, notes)
     codec = codec_of(args, notes)
-    with TqdmProgress(quiet=args.quiet or args.json) as progress:
+    with progress_for(args) as progress:
         result = bundle_image(
             args.image,
             metadata=metadata,
             keys=keys,
             destination=args.destination,
-            prefix=args.prefix,
+            prefix=prefix,
             size_checks=not args.no_size_checks,
             part_size=args.part_size,
             codec=codec,
             force=args.force,
+            image_format=None if args.image_format == "auto" else args.image_format,
+            image_size=args.image_size,
             progress=notes.progress(progress),
+            notify=notes.notify(),
         )
     report(
         result,
         json_output=args.json,
         tool="ec2-bundle-image" if style is Style.CLASSIC else "bundle-image",
+        quiet=args.quiet,
     )
     return None

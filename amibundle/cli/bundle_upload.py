@@ -6,32 +6,34 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from amibundle import s3
 from amibundle.cli._aws import account_of, print_leftovers
 from amibundle.cli._common import Announcements, command_parser, human_size, print_json, rate
 from amibundle.cli._options import OptionParser, Style, add_check, add_common_options, mandatory
-from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._s3options import add_s3_options, check_common, note_sigv, settings_from
 from amibundle.cli._values import existing_file
 from amibundle.cli.bundle_image import (
     add_key_options,
     add_manifest_options,
     add_output_options,
-    check_image,
     choose_architecture,
     codec_of,
     note_missing_mappings,
 )
 from amibundle.cli.upload import ACLS, confirm_bucket_name, location, note_derived_location
-from amibundle.errors import LeftoversError
+from amibundle.errors import LeftoversError, UsageError
 from amibundle.identity import BundleKeys
 from amibundle.metadata import BundleMetadata
 from amibundle.uploading import BundleUploadResult, bundle_upload
-from amibundle.validate import detect_architecture
+from amibundle.validate import check_image_size, detect_architecture
 
 __all__ = [
     "add_bundle_upload_options",
+    "check_image_file",
+    "check_key_pair_given",
     "add_upload_options",
     "build_parser",
     "keys_and_metadata",
@@ -137,9 +139,33 @@ def add_bundle_upload_options(parser: OptionParser, *, image_required: bool = Tr
 def build_parser(style: Style, prog: str) -> OptionParser:
     parser = command_parser(prog, style, description=DESCRIPTION, manual=MANUAL)
     add_bundle_upload_options(parser)
+    add_progress_option(parser)
     add_common_options(parser)
     add_check(parser, check_common)
+    add_check(parser, check_key_pair_given)
     return parser
+
+
+def check_image_file(args: argparse.Namespace) -> None:
+    """The raw image's size, before any question or line is printed (the
+    library checks it again)."""
+    try:
+        size = Path(args.image).stat().st_size
+    except OSError:
+        return  # the library reports it
+    check_image_size(size, size_checks=not args.no_size_checks)
+
+
+def check_key_pair_given(args: argparse.Namespace) -> None:
+    """-c and -k: a streamed bundle has no folder where a key made for it
+    could be kept (bundle-image makes one when they are missing)."""
+    for flag, value in (("--cert", args.cert), ("--privatekey", args.privatekey)):
+        if value is None:
+            raise UsageError(
+                f"missing mandatory option {flag}",
+                hint="a bundle streamed to S3 needs your key pair: a key made for it "
+                "would be kept nowhere",
+            )
 
 
 def upload_settings(args: argparse.Namespace) -> tuple[s3.S3Settings, str]:
@@ -194,12 +220,12 @@ def report(result: BundleUploadResult, *, json_output: bool, tool: str) -> None:
 
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    check_image(args)
+    check_image_file(args)
     bucket: s3.BucketRef = args.bucket_ref
     confirm_bucket_name(bucket, batch=args.batch)
     # Printed once the library has checked everything and made the bucket
     # ready: never before an error about an argument.
-    notes = Announcements()
+    notes = Announcements.of(args)
     note_sigv(args, notes)
     note_derived_location(args, notes)
     settings, account = upload_settings(args)
@@ -208,7 +234,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
     if not args.json:
         notes.add(f"Bundling {args.image} into {bucket.url()} ...")
     try:
-        with TqdmProgress(quiet=args.quiet or args.json) as bars:
+        with progress_for(args) as bars:
             progress = notes.progress(bars)
             result = bundle_upload(
                 args.image,

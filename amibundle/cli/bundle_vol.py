@@ -18,7 +18,7 @@ from amibundle.cli._options import (
     add_common_options,
     exclusive,
 )
-from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._values import choice_prefix, comma_list, existing_dir, existing_file, integer
 from amibundle.cli.bundle_image import (
     add_key_options,
@@ -119,7 +119,10 @@ def size_value(value: str) -> int | None:
     """``-s``: MiB as a (Ruby) integer, or ``auto`` (returned as None)."""
     if value == "auto":
         return None
-    return integer(value)
+    try:
+        return integer(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a number of MiB or auto") from None
 
 
 def build_parser(style: Style, prog: str) -> OptionParser:
@@ -276,6 +279,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     add_output_options(parser)
     if style is Style.MODERN:
         add_bucket_options(parser)
+    add_progress_option(parser)
     add_common_options(parser)
     if style is Style.CLASSIC:
         parser.keep_classic_abbreviations(CLASSIC_LONGS)
@@ -318,9 +322,13 @@ def add_bucket_options(parser: OptionParser) -> None:
 
 def _check_combinations(args: argparse.Namespace) -> None:
     if args.size is not None and args.size < 1:
-        raise UsageError(f"--size must be a positive number of MiB, not {args.size}")
+        raise UsageError(f"--size must be a positive number of MiB or auto, not {args.size}")
     if not args.clone_only and not args.user and not getattr(args, "bucket", None):
         raise UsageError("missing mandatory option --user")
+    if getattr(args, "bucket", None) and (args.cert is None or args.privatekey is None):
+        raise UsageError(
+            "--bucket needs -c and -k: a key made for the bundle would not be kept anywhere"
+        )
 
 
 def fstab_variant(args: argparse.Namespace) -> str | None:
@@ -335,7 +343,7 @@ def fstab_variant(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace, style: Style) -> int | None:
     classic = style is Style.CLASSIC
     metadata = keys = codec = None
-    notes = Announcements()
+    notes = Announcements.of(args)
     upload = _upload_target(args) if getattr(args, "bucket", None) else None
     if not args.clone_only:
         # Everything bundling needs is checked before the long copy starts
@@ -345,10 +353,12 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
 
             args.user = account_of(args, upload.settings)
             args.region = args.region or upload.settings.region  # picks EC2's certificate
-        metadata, keys = checked_metadata(args)
+        metadata, keys = checked_metadata(
+            args, notes, destination=args.destination, prefix=args.prefix
+        )
         note_missing_mappings(args.block_device_mapping, notes)
         codec = codec_of(args, notes)
-    quiet = args.json
+    quiet = args.json or args.quiet
 
     def print_line(line: str) -> None:
         if not quiet:
@@ -357,7 +367,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
     # The notes wait for the library's first step: it checks its own inputs
     # (size, paths, outputs) before that.
     say = notes.notify(print_line)
-    with TqdmProgress(quiet=args.quiet or args.json) as bars:
+    with progress_for(args) as bars:
         progress = notes.progress(bars)
         result = bundle_volume(
             args.volume,
@@ -418,16 +428,16 @@ def _report(result: VolumeBundleResult, args: argparse.Namespace, *, tool: str) 
     if args.json:
         print_json(result.to_dict())
         return
-    if result.inherited:
+    if result.inherited and not args.quiet:
         print(f"Inherited from the instance metadata: {', '.join(result.inherited)}")
     if isinstance(result.bundle, BundleResult):
-        report(result.bundle, json_output=False, tool="bundling")
+        report(result.bundle, json_output=False, tool="bundling", quiet=args.quiet)
     elif result.bundle is not None:
         from amibundle.cli.bundle_upload import report as report_upload
 
         report_upload(result.bundle, json_output=False, tool="bundling")
     print(
         f"{tool} complete: {result.files_copied} entries, {human_size(result.data_bytes)} of data "
-        f"into {result.image_path} ({result.builder} builder) in {result.seconds:.1f} s",
+        f"into {result.image_path} ({result.builder.value} builder) in {result.seconds:.1f} s",
         file=sys.stdout,
     )

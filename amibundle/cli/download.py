@@ -6,9 +6,16 @@ import argparse
 from pathlib import Path
 
 from amibundle import s3
-from amibundle.cli._common import Announcements, command_parser, human_size, print_json, rate
+from amibundle.cli._common import (
+    Announcements,
+    command_parser,
+    human_size,
+    plural,
+    print_json,
+    rate_note,
+)
 from amibundle.cli._options import OptionParser, Style
-from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._s3options import (
     CLASSIC_COMMON_LONGS,
     add_s3_options,
@@ -109,6 +116,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
             "bundle, is written to -d, -o - or --to-device; needs -k",
         )
         add_unbundle_outputs(parser, directory=False)
+    add_progress_option(parser)
     return finish_s3_parser(parser, style, CLASSIC_LONGS, _check)
 
 
@@ -142,9 +150,9 @@ def report(result: s3.DownloadResult, *, json_output: bool) -> None:
         print_json(result.to_dict())
         return
     print(
-        f"Download complete: {result.parts_downloaded} parts downloaded, "
+        f"Download complete: {plural(result.parts_downloaded, 'part')} downloaded, "
         f"{result.parts_skipped} already there, {human_size(result.bytes_downloaded)} in "
-        f"{result.seconds:.1f} s ({rate(result.bytes_downloaded, result.seconds)}); "
+        f"{result.seconds:.1f} s{rate_note(result.bytes_downloaded, result.seconds)}; "
         f"manifest {result.manifest_path}"
     )
 
@@ -158,11 +166,11 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
         unbundle_from_s3(args, bucket, name)
         return None
     # Printed once the manifest has been fetched and read.
-    notes = Announcements()
+    notes = Announcements.of(args)
     note_sigv(args, notes)
     if not args.json:
         notes.add(f"Downloading {bucket.url(bucket.key(name))} into {args.directory} ...")
-    with TqdmProgress(quiet=args.quiet or args.json) as bars:
+    with progress_for(args) as bars:
         progress = notes.progress(bars)
         result = s3.download_bundle(
             bucket,

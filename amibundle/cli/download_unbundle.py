@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, BinaryIO, TextIO
 from amibundle import s3
 from amibundle.cli._common import Announcements, command_parser, human_size, print_json, rate
 from amibundle.cli._options import OptionParser, Style, exclusive
-from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._s3options import (
     add_s3_options,
     bundle_file_name,
@@ -121,6 +121,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         "-m", "--manifest", metavar="NAME", help="the manifest's name in the bucket (not with -p)"
     )
     add_unbundle_outputs(parser, directory=True)
+    add_progress_option(parser)
     parser = finish_s3_parser(parser, style, (), _check)
     exclusive(parser, "--directory", "--output", "--to-device")
     return parser
@@ -179,11 +180,11 @@ def unbundle_from_s3(args: argparse.Namespace, bucket: s3.BucketRef, name: str) 
     out = sys.stderr if to_stdout else sys.stdout
     target = args.to_device or ("standard output" if to_stdout else args.directory or Path())
     # Printed once the library has checked its inputs and starts working.
-    notes = Announcements()
+    notes = Announcements.of(args)
     note_sigv(args, notes)
     if not args.json:
         notes.add(f"Unbundling {bucket.url(bucket.key(name))} to {target} ...", stderr=to_stdout)
-    with _stdout_stream(args) as stream, TqdmProgress(quiet=args.quiet or args.json) as bars:
+    with _stdout_stream(args) as stream, progress_for(args) as bars:
         result = download_unbundle(
             bucket,
             settings=settings_from(args),

@@ -16,12 +16,14 @@ from amibundle.cli._aws import (
 )
 from amibundle.cli._common import Announcements, command_parser, print_json
 from amibundle.cli._options import OptionParser, Style, add_check, add_common_options, exclusive
-from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._s3options import check_common, note_sigv
 from amibundle.cli._values import choice_prefix, comma_list, existing_dir
-from amibundle.cli.bundle_image import check_image, codec_of
+from amibundle.cli.bundle_image import codec_of
 from amibundle.cli.bundle_upload import (
     add_bundle_upload_options,
+    check_image_file,
+    check_key_pair_given,
     keys_and_metadata,
     upload_settings,
 )
@@ -131,6 +133,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     )
     add_ec2_url(parser)
     _add_volume_options(parser)
+    add_progress_option(parser)
     add_common_options(parser)
     exclusive(parser, "--image", "--volume", required=True)
     add_check(parser, _check)
@@ -139,6 +142,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
 
 def _check(args: argparse.Namespace) -> None:
     check_common(args)
+    check_key_pair_given(args)
     if not args.name:
         raise UsageError("missing mandatory option --name")
     if args.volume is None:
@@ -160,11 +164,11 @@ def _report(upload: BundleUploadResult, image_id: str, state: str, args: argpars
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
     if args.image is not None:
-        check_image(args)
+        check_image_file(args)
     bucket: s3.BucketRef = args.bucket_ref
     confirm_bucket_name(bucket, batch=args.batch)
     # Printed once the library starts working: never before an error about an argument.
-    notes = Announcements()
+    notes = Announcements.of(args)
     note_sigv(args, notes)
     note_derived_location(args, notes)
     settings, account = upload_settings(args)
@@ -176,7 +180,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
     if not args.json:
         notes.add(f"Installing {source} as {args.name!r} through {bucket.url()} ...")
     try:
-        with TqdmProgress(quiet=args.quiet or args.json) as bars:
+        with progress_for(args) as bars:
             progress = notes.progress(bars)
             if args.image is not None:
                 result = install_image(

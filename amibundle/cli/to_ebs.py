@@ -6,9 +6,9 @@ import argparse
 import json
 import shlex
 
-from amibundle.cli._common import command_parser, human_size, print_json, rate
+from amibundle.cli._common import command_parser, human_size, print_json, rate_note
 from amibundle.cli._options import OptionParser, Style, add_check, add_common_options, exclusive
-from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._s3options import attempts, endpoint_url, jobs, region_name
 from amibundle.cli._values import choice_prefix, existing_dir, existing_file, integer
 from amibundle.ebs.bootable import BootableSpec
@@ -173,6 +173,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         help="EC2's endpoint (snapshot states for --wait, deletion after a failure)",
     )
     opt("--json", action="store_true", help="print a JSON summary")
+    add_progress_option(parser)
     add_common_options(parser)
     exclusive(parser, "--manifest", "--image", required=True)
     add_check(parser, _check)
@@ -224,7 +225,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
     )
     common = {"settings": settings, "snapshot": spec, "bootable": bootable,
               "ebs_url": args.ebs_url, "ec2_url": args.ec2_url, "wait": args.wait}  # fmt: skip
-    with TqdmProgress(quiet=args.quiet or args.json) as progress:
+    with progress_for(args) as progress:
         if args.manifest is not None:
             result = bundle_to_snapshot(
                 args.manifest, private_key=args.privatekey, source=args.source, cert=args.cert,
@@ -251,7 +252,7 @@ def _summary(result: SnapshotResult) -> None:
     print(
         f"Snapshot {result.snapshot_id} ({result.volume_size} GiB, {kind}, {result.state}): "
         f"{result.blocks_written} blocks written ({human_size(result.bytes_sent)}) in "
-        f"{result.seconds:.1f} s ({rate(result.bytes_sent, result.seconds)})"
+        f"{result.seconds:.1f} s{rate_note(result.bytes_sent, result.seconds)}"
     )
     spec = result.registration
     mappings = json.dumps([m.to_api() for m in spec.block_device_mappings], separators=(",", ":"))

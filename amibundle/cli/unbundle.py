@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from amibundle.cli._common import command_parser, human_size, print_json, rate
+from amibundle.cli._common import command_parser, human_size, plural, print_json, rate_note
 from amibundle.cli._options import (
     CLASSIC_COMMON_LONGS,
     OptionParser,
@@ -13,7 +13,7 @@ from amibundle.cli._options import (
     add_common_options,
     mandatory,
 )
-from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._values import existing_dir, existing_file
 from amibundle.unbundling import unbundle
 
@@ -80,6 +80,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     )
     parser.add_argument("--force", action="store_true", help="replace an existing image file")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_progress_option(parser)
     add_common_options(parser)
     if classic:
         parser.keep_classic_abbreviations(CLASSIC_LONGS)
@@ -87,7 +88,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
 
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    with TqdmProgress(quiet=args.quiet or args.json) as progress:
+    with progress_for(args) as progress:
         result = unbundle(
             args.manifest,
             private_key=args.privatekey,
@@ -101,8 +102,9 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
         print_json(result.to_dict())
     else:
         print(
-            f"Unbundled {result.image_path} ({human_size(result.size)}, {result.parts} parts, "
-            f"digest verified{', signature verified' if result.signature_checked else ''}) "
-            f"in {result.seconds:.1f} s ({rate(result.size, result.seconds)})"
+            f"Unbundled {result.image_path} ({human_size(result.size)}, "
+            f"{plural(result.parts, 'part')}, digest verified"
+            f"{', signature verified' if result.signature_checked else ''}) "
+            f"in {result.seconds:.1f} s{rate_note(result.size, result.seconds)}"
         )
     return None

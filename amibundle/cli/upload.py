@@ -6,9 +6,16 @@ import argparse
 import re
 
 from amibundle import s3
-from amibundle.cli._common import Announcements, command_parser, human_size, print_json, rate
+from amibundle.cli._common import (
+    Announcements,
+    command_parser,
+    human_size,
+    plural,
+    print_json,
+    rate_note,
+)
 from amibundle.cli._options import OptionParser, Style
-from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._prompt import confirm
 from amibundle.cli._s3options import (
     CLASSIC_COMMON_LONGS,
@@ -150,7 +157,19 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         help="if the bucket has ACLs disabled (BucketOwnerEnforced), set its Object "
         "Ownership to BucketOwnerPreferred instead of stopping",
     )
+    add_allow_zstd_option(parser)
+    add_progress_option(parser)
     return finish_s3_parser(parser, style, CLASSIC_LONGS, _check)
+
+
+def add_allow_zstd_option(parser: OptionParser) -> None:
+    """``--allow-zstd``: upload and bundle-upload refuse a zstd bundle for AWS without it."""
+    parser.add_argument(
+        "--allow-zstd",
+        action="store_true",
+        help="upload a zstd bundle to AWS all the same (EC2 cannot register it; other "
+        "S3 endpoints take one without this)",
+    )
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -189,16 +208,16 @@ def report(result: s3.UploadResult, *, json_output: bool) -> None:
     if result.ownership_changed:
         print(f"Set Object Ownership of bucket {name} to BucketOwnerPreferred")
     if result.parts_before_first:
-        print(f"Skipped {result.parts_before_first} parts numbered below --part")
+        print(f"Skipped {plural(result.parts_before_first, 'part')} numbered below --part")
     manifest = (
         f"manifest at {result.bucket.url(result.manifest_key)}"
         if result.manifest_uploaded
         else "manifest not uploaded (--skipmanifest)"
     )
     print(
-        f"Upload complete: {result.parts_uploaded} parts uploaded, {result.parts_skipped} "
-        f"already there, {human_size(result.bytes_uploaded)} in {result.seconds:.1f} s "
-        f"({rate(result.bytes_uploaded, result.seconds)}); {manifest}"
+        f"Upload complete: {plural(result.parts_uploaded, 'part')} uploaded, "
+        f"{result.parts_skipped} already there, {human_size(result.bytes_uploaded)} in "
+        f"{result.seconds:.1f} s{rate_note(result.bytes_uploaded, result.seconds)}; {manifest}"
     )
 
 
@@ -207,12 +226,12 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
     confirm_bucket_name(bucket, batch=args.batch)
     # Printed once the library has read the manifest, found every part and
     # prepared the bucket: never before an error about an argument.
-    notes = Announcements()
+    notes = Announcements.of(args)
     note_sigv(args, notes)
     note_derived_location(args, notes)
     if not args.json:
         notes.add(f"Uploading {args.manifest} to {bucket.url()} ...")
-    with TqdmProgress(quiet=args.quiet or args.json) as progress:
+    with progress_for(args) as progress:
         result = s3.upload_bundle(
             args.manifest,
             bucket,
@@ -224,6 +243,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             first_part=max(args.part, 0) if args.part is not None else 0,
             skip_manifest=args.skipmanifest,
             fix_ownership=args.fix_ownership,
+            allow_zstd=args.allow_zstd,
             progress=notes.progress(progress),
         )
     report(result, json_output=args.json)

@@ -6,9 +6,9 @@ import argparse
 from collections.abc import Sequence
 
 from amibundle.checking import Problem, verify_bundle
-from amibundle.cli._common import command_parser, print_json
+from amibundle.cli._common import command_parser, plural, print_json
 from amibundle.cli._options import OptionParser, Style, add_common_options, mandatory
-from amibundle.cli._progress import TqdmProgress
+from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._values import existing_dir, existing_file
 from amibundle.errors import shorten
 
@@ -61,6 +61,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         help="also decrypt and read the whole stream with this key",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_progress_option(parser)
     add_common_options(parser)
     return parser
 
@@ -84,7 +85,7 @@ def problem_lines(problems: Sequence[Problem]) -> list[str]:
 
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    with TqdmProgress(quiet=args.quiet or args.json) as progress:
+    with progress_for(args) as progress:
         report = verify_bundle(
             args.manifest,
             cert=args.cert,
@@ -95,7 +96,11 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
     if args.json:
         print_json(report.to_dict())
     else:
-        print(f"Checked {args.manifest}: {', '.join(report.checks)} ({report.parts} parts)")
+        if not args.quiet:
+            print(
+                f"Checked {args.manifest}: {', '.join(report.checks)} "
+                f"({plural(report.parts, 'part')})"
+            )
         for line in problem_lines(report.problems):
             print(line)
         print(

@@ -62,7 +62,8 @@ from amibundle.reading import (
 )
 from amibundle.results import JsonRecord
 from amibundle.s3.settings import S3Settings
-from amibundle.sparse import SparseWriter, read_extents
+from amibundle.sources import ImageFormat
+from amibundle.sparse import SparseWriter, read_image_extents
 from amibundle.validate import (
     as_optional_path,
     as_path,
@@ -195,7 +196,7 @@ class _ImageSource:
         try:
             for extent in extents:
                 position = extent.offset
-                for view in read_extents(self.image.fd, [extent], buffers):
+                for view in read_image_extents(self.image.reader, [extent], buffers):
                     writer.write(position, view)
                     position += len(view)
                     progress.advance(Stage.UPLOAD, len(view))
@@ -306,7 +307,11 @@ def image_to_snapshot(
     image_path = as_path(image, "image")
     check_text(architecture, "architecture", optional=True)
     facts = _Facts(architecture=architecture or detect_architecture())
-    with open_image(image_path, image_path.name, size_checks=False) as opened:
+    # The file's own bytes, whatever they look like: --make-bootable reads the
+    # file system in it directly, so compressed or qemu images are not unpacked.
+    with open_image(
+        image_path, image_path.name, size_checks=False, image_format=ImageFormat.RAW
+    ) as opened:
         if opened.size == 0:
             raise UsageError(f"{{param}} {image_path} is empty (zero bytes)", param="image")
         return _write_snapshot(

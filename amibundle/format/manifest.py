@@ -43,6 +43,7 @@ from amibundle.format.names import plain_name_problem
 __all__ = [
     "CIPHER_ALGORITHM",
     "CLASSIC_BUNDLER",
+    "ZSTD_BUNDLER",
     "DEFAULT_PART_SIZE",
     "DIGEST_ALGORITHM",
     "IMAGE_TYPES",
@@ -50,6 +51,7 @@ __all__ = [
     "MAX_MANIFEST_SIZE",
     "SUPPORTED_VERSIONS",
     "Bundler",
+    "marked_zstd",
     "DeviceMapping",
     "Manifest",
     "ParsedManifest",
@@ -80,6 +82,16 @@ class Bundler:
 
 
 CLASSIC_BUNDLER = Bundler("ec2-ami-tools", "1.5", "3")
+# zstd bundles say so here, outside the signed sections, so that an upload to
+# AWS can refuse them without the key (EC2 reads gzip only; the manifest of a
+# zstd bundle need not look classic, as no classic reader can use it anyway).
+ZSTD_BUNDLER = Bundler("amibundle", "1.5", "zstd")
+
+
+def marked_zstd(manifest: Manifest) -> bool:
+    """Whether the manifest says its bundle is zstd-compressed (:data:`ZSTD_BUNDLER`)."""
+    bundler = manifest.bundler
+    return bundler is not None and (bundler.name, bundler.release) == ("amibundle", "zstd")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from botocore.exceptions import (
 
 from amibundle.errors import NoSuchBucketError, S3CredentialsError, S3Error, UsageError
 from amibundle.s3.engine import UploadBody
-from amibundle.s3.settings import DEFAULT_REGION, S3Settings, given_region, is_aws_endpoint
+from amibundle.s3.settings import DEFAULT_REGION, S3Settings, given_region, is_aws_url
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -82,7 +82,7 @@ def connect(settings: S3Settings, *, location: str | None = None) -> Connection:
     given = given_region(settings, location=location, configured=configured)
     region = given or DEFAULT_REGION
     client = _client(session, settings, region, path_style=bool(settings.endpoint_url))
-    if not settings.endpoint_url and not is_aws_endpoint(client.meta.endpoint_url):
+    if not settings.endpoint_url and not is_aws_url(client.meta.endpoint_url):
         # An endpoint from boto3's own configuration (AWS_ENDPOINT_URL[_S3], a
         # profile's endpoint_url) is an S3-compatible server: path style too.
         client = _client(session, settings, region, path_style=True)

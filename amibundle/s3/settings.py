@@ -18,6 +18,7 @@ __all__ = [
     "as_bucket",
     "given_region",
     "is_aws_endpoint",
+    "is_aws_url",
     "parse_bucket",
     "region_from_url",
     "region_of_location",
@@ -183,6 +184,19 @@ def region_from_url(url: str) -> str:
     return DEFAULT_REGION
 
 
+def is_aws_endpoint(settings: S3Settings) -> bool:
+    """Whether requests go to AWS: no endpoint set anywhere (boto3's default),
+    or an AWS host name."""
+    url = (
+        settings.endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+    if not url:
+        return True
+    return is_aws_url(url)
+
+
 def given_region(
     settings: S3Settings, *, location: str | None = None, configured: str | None = None
 ) -> str | None:
@@ -199,7 +213,7 @@ def given_region(
             return os.environ[variable]
     if configured:
         return configured
-    if settings.endpoint_url and is_aws_endpoint(settings.endpoint_url):
+    if settings.endpoint_url and is_aws_url(settings.endpoint_url):
         return region_from_url(settings.endpoint_url)
     return None
 
@@ -211,7 +225,7 @@ def resolve_region(
     return given_region(settings, location=location, configured=configured) or DEFAULT_REGION
 
 
-def is_aws_endpoint(url: str) -> bool:
+def is_aws_url(url: str) -> bool:
     """Whether ``url`` is an AWS host name (anything else is an S3-compatible server)."""
     host = (urlsplit(url).hostname or "").lower()
     return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))

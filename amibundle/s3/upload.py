@@ -31,7 +31,7 @@ from amibundle.s3.buckets import acls_disabled, prepare_bucket
 from amibundle.s3.client import Connection, connect, error_code, s3_errors
 from amibundle.s3.engine import Stopped, UploadBody, hash_file, run_parallel
 from amibundle.s3.remote import S3Result, bundle_keys, throughput
-from amibundle.s3.settings import BucketRef, S3Settings, as_bucket
+from amibundle.s3.settings import BucketRef, S3Settings, as_bucket, is_aws_endpoint
 from amibundle.validate import as_optional_path, as_path, check_progress, check_record
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "check_acl",
     "md5_base64",
     "put_object",
+    "refuse_zstd_for_aws",
     "upload_bundle",
 ]
 
@@ -182,6 +183,7 @@ def upload_bundle(
     first_part: int = 0,
     skip_manifest: bool = False,
     fix_ownership: bool = False,
+    allow_zstd: bool = False,
     progress: Progress | None = None,
 ) -> UploadResult:
     """Uploads the bundle of ``manifest`` (parts read from ``directory``,
@@ -195,7 +197,8 @@ def upload_bundle(
     upload before any object is sent (:class:`AclsDisabledError`) unless
     ``fix_ownership``. Parts already in the bucket with the same size and
     MD5 are not sent again; parts with an index below ``first_part`` are
-    skipped (the classic ``--part``).
+    skipped (the classic ``--part``). A zstd bundle (its manifest says so) is
+    refused for AWS, which cannot register it, unless ``allow_zstd``.
     """
     started = time.monotonic()
     bucket = as_bucket(bucket)
@@ -210,6 +213,8 @@ def upload_bundle(
             param="first_part",
         )
     parsed = read_manifest(manifest_path)
+    if mf.marked_zstd(parsed.manifest):
+        refuse_zstd_for_aws(settings, allow_zstd=allow_zstd, what=f"the bundle {manifest_path}")
     keys = bundle_keys(bucket, manifest_path.name, parsed.manifest)
     parts = _local_parts(parsed.manifest, folder)
     todo = [p for p in parts if p.index >= first_part]
@@ -258,6 +263,20 @@ def upload_bundle(
         throughput=throughput(nbytes, seconds),
         bucket_created=created,
         ownership_changed=changed,
+    )
+
+
+def refuse_zstd_for_aws(settings: S3Settings, *, allow_zstd: bool, what: str) -> None:
+    """A zstd bundle cannot be registered in EC2 (it reads gzip only): sending
+    one to AWS is refused unless ``allow_zstd`` (bundle-upload calls this too)."""
+    if allow_zstd or not is_aws_endpoint(settings):
+        return
+    raise UsageError(
+        f"{what} is compressed with zstd, which EC2 cannot read: it could never be "
+        "registered from an AWS bucket",
+        hint="bundle again with gzip (the default) for EC2; {switch} uploads it all the "
+        "same, for another cloud that reads this bucket",
+        param="allow_zstd",
     )
 
 

@@ -158,7 +158,8 @@ def bundle_volume(
     name = check_plain_name(prefix, "prefix")
     image_path = folder / name
     manifest_path = folder / f"{name}.manifest.xml"
-    bundle_files = [] if clone_only or upload is not None else [manifest_path]
+    generated = keys.generated.paths if keys is not None and keys.generated is not None else ()
+    bundle_files = [] if clone_only or upload is not None else [manifest_path, *generated]
     refuse_existing([image_path, *bundle_files], force=force)
     _check_size(size_mib, size_checks=size_checks)
     check_patterns_exist(source_path, exclude, "exclude")
@@ -401,7 +402,7 @@ def _metadata_client(
                 str(err), hint="not on EC2? use {off}", param="inherit"
             ) from None
         say(
-            "Note: not on EC2 (no instance metadata); not inheriting kernel, ramdisk, "
+            "note: not on EC2 (no instance metadata); not inheriting kernel, ramdisk, "
             "product codes, block device mapping or ancestry"
         )
         return None
@@ -414,7 +415,7 @@ def _inherit(
     """Fills what ``metadata`` leaves empty from the instance metadata (§3.9)."""
     data = client.inherited()
     for key in data.missing:
-        say(f"Note: the instance metadata has no {key}; not inherited")
+        say(f"note: the instance metadata has no {key}; not inherited")
     return metadata.inherit(
         kernel_id=data.kernel_id,
         ramdisk_id=data.ramdisk_id,

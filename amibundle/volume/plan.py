@@ -275,7 +275,8 @@ def prepare_image(partial: Path, spec: ImageSpec, totals: TreeTotals, notify: No
             f"{totals.inodes} inodes, the {size // MiB} MiB image has "
             f"{free_bytes / MiB:.0f} MiB and {free_inodes} inodes free "
             f"({-(-short // MiB)} MiB short)",
-            hint=f"use {{param}} {_round_mib(size + short * 5 // 4) // MiB} or automatic sizing",
+            hint=f"use {{param}} {_round_mib(size + short * 5 // 4) // MiB}, or {{param}} auto "
+            "to size the image from the data",
             param="size_mib",
         )
     raise AssertionError("unreachable")

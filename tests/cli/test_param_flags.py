@@ -326,7 +326,9 @@ def vol(tmp_path: Path, user_id: Identity) -> Volume:
 
 
 BUNDLE_VOL_USAGE: list[object] = [
-    pytest.param(["-s", "0"], r"--size must be a positive number of MiB, not 0", None, id="size-0"),
+    pytest.param(
+        ["-s", "0"], r"--size must be a positive number of MiB or auto, not 0", None, id="size-0"
+    ),
     pytest.param(
         ["-e", "/nonexistent"],
         r"--exclude /nonexistent: nothing in the volume .*vol matches it",
@@ -388,7 +390,7 @@ def test_bundle_vol_data_that_does_not_fit_points_at_size(
         r"the data does not fit: it needs about \d+ MiB and \d+ inodes, the 2 MiB image has "
         r".* free \(\d+ MiB short\)",
         usage=False,
-        hint=r"use --size \d+ or automatic sizing",
+        hint=r"use --size \d+, or --size auto to size the image from the data",
     )
     assert tree(vol.out) == []
 

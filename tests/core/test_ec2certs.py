@@ -1,12 +1,14 @@
 """Unit tests of amibundle.ec2certs: where the EC2 certificate is looked for,
 in which order, and which file a region picks.
 
-The module's fixed folders (Amazon Linux's classic tools, the package's
-certs folder, the installed share folder) are pointed at tmp paths, and the
-environment is passed as ``env=``, so no test depends on this machine."""
+The module's fixed folders (Amazon Linux's classic tools, the installed share
+folder, the certificates shipped with the package) are pointed at tmp paths,
+and the environment is passed as ``env=``, so no test depends on this
+machine; the tests at the end check the shipped certificates themselves."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from amibundle import ec2certs
 from amibundle.ec2certs import certificate_file_for_region, find_ec2_certificate
 from amibundle.errors import CertificateError
+from tests.support.common import REPO
 from tests.support.errors import cli_hint
 
 ALL_NAMES = ("cert-ec2.pem", "cert-ec2-gov.pem", "cert-ec2-cn-north-1.pem")
@@ -30,8 +33,8 @@ class Places:
     amitool_home: Path  # $EC2_AMITOOL_HOME (the certs are in its etc/ec2/amitools)
     ec2_home: Path  # $EC2_HOME
     amazon_linux: Path  # folders holding the certs directly
-    package: Path
     share: Path
+    shipped: Path
 
     def env(self) -> dict[str, str]:
         return {
@@ -49,7 +52,7 @@ class Places:
         return folder
 
 
-FOLDER_SOURCES = ("amitool_home", "ec2_home", "amazon_linux", "package", "share")
+FOLDER_SOURCES = ("amitool_home", "ec2_home", "amazon_linux", "share", "shipped")
 
 
 @pytest.fixture
@@ -60,12 +63,12 @@ def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Places:
         amitool_home=tmp_path / "amitool-home",
         ec2_home=tmp_path / "ec2-home",
         amazon_linux=tmp_path / "opt-aws",
-        package=tmp_path / "package-certs",
         share=tmp_path / "share-certs",
+        shipped=tmp_path / "shipped-certs",
     )
     monkeypatch.setattr(ec2certs, "_AMAZON_LINUX_DIR", p.amazon_linux)
-    monkeypatch.setattr(ec2certs, "_PACKAGE_CERTS", p.package)
     monkeypatch.setattr(ec2certs, "_SHARE_CERTS", p.share)
+    monkeypatch.setattr(ec2certs, "_SHIPPED_CERTS", p.shipped)
     return p
 
 
@@ -131,10 +134,10 @@ def test_certificate_file_for_region(region: str | None, name: str) -> None:
 def test_region_picks_the_file(
     region: str | None, env: dict[str, str], name: str, places: Places
 ) -> None:
-    fill(places, ("package",))
+    fill(places, ("shipped",))
     found = find_ec2_certificate(region=region, env=env)
-    assert found.path == places.package / name
-    assert found.path.read_text() == str(places.package / name)
+    assert found.path == places.shipped / name
+    assert found.path.read_text() == str(places.shipped / name)
 
 
 @pytest.mark.parametrize("region", ["us-gov-west-1", "cn-north-1", "us-east-1"])
@@ -149,11 +152,11 @@ def test_region_applies_in_every_folder(region: str, places: Places) -> None:
 
 
 def test_a_folder_without_the_regions_file_is_skipped(places: Places) -> None:
-    fill(places, ("amitool_home", "package"))
+    fill(places, ("amitool_home", "shipped"))
     (places.folder("amitool_home") / "cert-ec2-gov.pem").unlink()
     env = {"EC2_AMITOOL_HOME": str(places.amitool_home)}
     found = find_ec2_certificate(region="us-gov-west-1", env=env)
-    assert found.path == places.package / "cert-ec2-gov.pem"
+    assert found.path == places.shipped / "cert-ec2-gov.pem"
     # other regions still find the first folder
     assert find_ec2_certificate(env=env).path == places.folder("amitool_home") / "cert-ec2.pem"
 
@@ -177,8 +180,8 @@ def test_lookup_order(places: Places) -> None:
         "amitool_home": "$EC2_AMITOOL_HOME",
         "ec2_home": "$EC2_HOME",
         "amazon_linux": None,
-        "package": None,
         "share": None,
+        "shipped": "shipped with amibundle",
     }
     seen_sources = set()
     for source in FOLDER_SOURCES:
@@ -203,7 +206,7 @@ def test_explicit_path_wins_even_if_the_env_names_a_missing_file(places: Places)
 @pytest.mark.parametrize("kind", ["missing", "directory"])
 def test_explicit_path_must_be_a_file(kind: str, places: Places) -> None:
     fill(places)  # the other places would have a certificate: no fallback
-    target = places.explicit.parent / "nope.pem" if kind == "missing" else places.package
+    target = places.explicit.parent / "nope.pem" if kind == "missing" else places.shipped
     with pytest.raises(CertificateError) as err:
         find_ec2_certificate(target, env=places.env())
     assert str(target) in str(err.value)
@@ -213,7 +216,7 @@ def test_explicit_path_must_be_a_file(kind: str, places: Places) -> None:
 @pytest.mark.parametrize("kind", ["missing", "directory"])
 def test_env_file_must_be_a_file_and_does_not_fall_back(kind: str, places: Places) -> None:
     fill(places)
-    target = places.explicit.parent / "nope.pem" if kind == "missing" else places.package
+    target = places.explicit.parent / "nope.pem" if kind == "missing" else places.shipped
     env = {**places.env(), "AMIBUNDLE_EC2_CERT": str(target)}
     with pytest.raises(CertificateError, match="AMIBUNDLE_EC2_CERT") as err:
         find_ec2_certificate(env=env)
@@ -221,14 +224,14 @@ def test_env_file_must_be_a_file_and_does_not_fall_back(kind: str, places: Place
 
 
 def test_empty_variables_count_as_unset(places: Places) -> None:
-    fill(places, ("package",))
+    fill(places, ("shipped",))
     env = {"AMIBUNDLE_EC2_CERT": "", "EC2_AMITOOL_HOME": "", "EC2_HOME": ""}
     found = find_ec2_certificate(env=env)
-    assert found.path == places.package / "cert-ec2.pem"
+    assert found.path == places.shipped / "cert-ec2.pem"
 
 
 def test_ec2_home_is_used_without_ec2_amitool_home(places: Places) -> None:
-    fill(places, ("ec2_home", "package"))
+    fill(places, ("ec2_home", "shipped"))
     found = find_ec2_certificate(env={"EC2_HOME": str(places.ec2_home)})
     assert found == ec2certs.CertificateLookup(
         places.ec2_home / CLASSIC_SUBDIR / "cert-ec2.pem", "$EC2_HOME"
@@ -272,15 +275,80 @@ def test_not_found_without_env_homes_lists_the_fixed_places(places: Places) -> N
     with pytest.raises(CertificateError) as err:
         find_ec2_certificate(env={})
     message = str(err.value)
-    for folder in (places.amazon_linux, places.package, places.share):
+    for folder in (places.amazon_linux, places.shipped, places.share):
         assert str(folder / "cert-ec2.pem") in message
     assert "amitool-home" not in message and "ec2-home" not in message
 
 
-def test_share_folder_is_not_listed_twice_when_it_is_the_package_folder(
+def test_share_folder_is_not_listed_twice_when_it_is_the_shipped_folder(
     places: Places, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ec2certs, "_SHARE_CERTS", places.package)
+    monkeypatch.setattr(ec2certs, "_SHARE_CERTS", places.shipped)
     with pytest.raises(CertificateError) as err:
         find_ec2_certificate(env={})
-    assert str(err.value).count(str(places.package / "cert-ec2.pem")) == 1
+    assert str(err.value).count(str(places.shipped / "cert-ec2.pem")) == 1
+
+
+# --- the certificates amibundle ships ------------------------------------------------------
+
+
+SHIPPED = Path(ec2certs.__file__).resolve().parent / "certs"
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_shipped_certificates_are_the_public_ec2_ones(name: str, shared: Path) -> None:
+    """Byte for byte the classic tools' files, in certs/ and as package data."""
+    reference = (shared / "ec2-certs" / name).read_bytes()
+    assert (REPO / "certs" / name).read_bytes() == reference
+    assert (SHIPPED / name).read_bytes() == reference
+
+
+def test_package_data_declares_the_certificates() -> None:
+    """A wheel carries amibundle/certs/*.pem (checked by building one in the
+    report of issue 12; here: the declaration and the link it relies on)."""
+    project = (REPO / "pyproject.toml").read_text()
+    section = project.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
+    assert re.search(r'^amibundle = \[.*"certs/\*\.pem".*\]$', section, re.MULTILINE), section
+    assert sorted(p.name for p in SHIPPED.glob("*.pem")) == sorted(ALL_NAMES)
+
+
+@pytest.mark.parametrize(
+    ("region", "name"),
+    [
+        (None, "cert-ec2.pem"),
+        ("us-gov-west-1", "cert-ec2-gov.pem"),
+        ("cn-north-1", "cert-ec2-cn-north-1.pem"),
+    ],
+)
+def test_without_any_other_the_shipped_certificate_is_used(
+    region: str | None, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ec2certs, "_AMAZON_LINUX_DIR", tmp_path / "none")
+    monkeypatch.setattr(ec2certs, "_SHARE_CERTS", tmp_path / "none2")
+    found = find_ec2_certificate(region=region, env={})
+    assert found == ec2certs.CertificateLookup(SHIPPED / name, "shipped with amibundle")
+
+
+def test_describe_names_each_regions_certificate_and_its_source(places: Places) -> None:
+    fill(places, ("ec2_home", "shipped"))
+    (places.folder("ec2_home") / "cert-ec2-gov.pem").unlink()
+    for folder in (places.folder("ec2_home"), places.shipped):
+        (folder / "cert-ec2-cn-north-1.pem").unlink()
+    env = {"EC2_HOME": str(places.ec2_home), "AWS_REGION": "us-gov-east-1"}
+    rows = {row.file_name: row for row in ec2certs.describe_ec2_certificates(env=env)}
+    assert [row.regions for row in rows.values()] == ["every other region", "us-gov-*", "cn-*"]
+    default, gov, china = rows.values()
+    assert (default.path, default.source) == (
+        places.folder("ec2_home") / "cert-ec2.pem",
+        "$EC2_HOME",
+    )
+    assert (gov.path, gov.source, gov.applies_here) == (
+        places.shipped / "cert-ec2-gov.pem",
+        "shipped with amibundle",
+        True,
+    )
+    assert china.path is None and "no EC2 certificate cert-ec2-cn-north-1.pem" in str(china.problem)
+    assert not default.applies_here and not china.applies_here
+    # An explicit certificate serves every region, as it does when bundling.
+    rows_given = ec2certs.describe_ec2_certificates(places.explicit, env=env)
+    assert {(row.path, row.source) for row in rows_given} == {(places.explicit, "given")}

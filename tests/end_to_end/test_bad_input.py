@@ -323,7 +323,7 @@ def test_existing_bundle_is_not_overwritten(
 
 BUNDLE_MISTAKES: dict[str, tuple[list[str], str, int]] = {
     "image missing": (["-i", "{tmp}/nope.img"], r"--image.*nope\.img.*no such file", 2),
-    "image is a directory": (["-i", "{tmp}"], r"not a (regular )?file", 2),
+    "image is a directory": (["-i", "{tmp}"], r"not a regular file but a directory.*bundle-vol", 2),
     "short account id": (["-u", "12345678901"], r"12-digit", 2),
     "access key as account": (["-u", "AKIAIOSFODNN7EXAMPLE"], r"12-digit", 2),
     "13 digits": (["-u", "1234567890123"], r"12-digit", 2),
@@ -369,7 +369,7 @@ def test_no_ec2_certificate_anywhere(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.delenv("AMIBUNDLE_EC2_CERT")
-    monkeypatch.setattr("amibundle.ec2certs._PACKAGE_CERTS", tmp_path / "none")
+    monkeypatch.setattr("amibundle.ec2certs._SHIPPED_CERTS", tmp_path / "none")
     monkeypatch.setattr("amibundle.ec2certs._SHARE_CERTS", tmp_path / "none2")
     monkeypatch.setattr("amibundle.ec2certs._AMAZON_LINUX_DIR", tmp_path / "none3")
     sample_image(tmp_path / "disk.img", 1)

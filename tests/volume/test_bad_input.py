@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,10 +24,23 @@ from tests.support.volumes import REPO, SyntheticVolume, cli
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own temp folder, so a mount another run left (or is using) is not ours."""
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private))
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    return private
+
+
+def _our_mount_running() -> bool:
+    return f"{tempfile.gettempdir()}/amibundle-mnt-" in Path("/proc/self/mountinfo").read_text()
+
+
 def _leftovers(out: Path) -> list[str]:
     found = [p.name for p in out.iterdir()]
-    mounts = Path("/proc/self/mountinfo").read_text()
-    if "amibundle-mnt-" in mounts:
+    if _our_mount_running():
         found.append("a mount")
     if os.geteuid() == 0:
         loops = subprocess.run(
@@ -74,7 +88,7 @@ def test_size_too_small_says_by_how_much(synthetic: SyntheticVolume, out_dir: Pa
     assert done.returncode == 1
     line = _one_error_line(done.stderr)
     assert "does not fit" in line and "MiB short" in line
-    assert re.search(r"hint: use --size \d+ or automatic sizing", done.stderr)
+    assert re.search(r"hint: use --size \d+, or --size auto", done.stderr)
     assert _leftovers(out_dir) == []
 
 
@@ -298,7 +312,7 @@ def test_ctrl_c_mid_copy_leaves_nothing(world_dir: Path, out_dir: Path, builder:
     copying = False
     while time.monotonic() < deadline and child.poll() is None:
         if builder == "loop":
-            copying = "amibundle-mnt-" in Path("/proc/self/mountinfo").read_text()
+            copying = _our_mount_running()
         else:
             copying = any(p.name.endswith(".staging") for p in out_dir.iterdir())
         if copying:

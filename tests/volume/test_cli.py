@@ -112,18 +112,26 @@ def test_values(keys: list[str], argv: list[str], check: object) -> None:
     assert check(_parse([*keys, *argv]))  # type: ignore[operator]
 
 
-def test_clone_only_waives_keys() -> None:
+def test_clone_only_waives_the_account() -> None:
     assert _parse(["--clone-only"]).clone_only
-    with pytest.raises(UsageError, match="missing mandatory option --cert"):
+    # -c/-k may be left out (a key is made for the bundle), the account may not
+    with pytest.raises(UsageError, match="missing mandatory option --user"):
         _parse([])
+
+
+@pytest.mark.parametrize("given", [["-c", "{cert}"], ["-k", "{key}"]])
+def test_cert_and_key_go_together(given: list[str], user_id: Identity) -> None:
+    argv = [a.format(cert=user_id.cert, key=user_id.key) for a in given]
+    with pytest.raises(UsageError, match=r"-[ck] needs -[ck]: .*or neither"):
+        _parse([*argv, "-u", "123456789012"])
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["-P", "x"], "expected one of none, mbr, gpt"),
-        (["-s", "ten"], "not an integer"),
-        (["-s", "0"], "--size must be a positive"),
+        (["-s", "ten"], "'ten': expected a number of MiB or auto"),
+        (["-s", "0"], "--size must be a positive number of MiB or auto"),
         (["--fstab", "/etc/hostname", "--generate-fstab"], "cannot be combined"),
         (["--in", "/x"], "ambiguous option --in"),
         (["-v", "/nonexistent"], "no such directory"),
