@@ -61,8 +61,9 @@ fuzz: $(STAMP) system-tools
 bench: $(STAMP) system-tools
 	$(BIN)/python benchmarks/run.py
 
-bench-s3: $(STAMP)
+bench-s3: $(STAMP) system-tools
 	$(BIN)/python benchmarks/s3.py
+	$(BIN)/python benchmarks/s3_streaming.py
 
 bench-volume: $(STAMP) system-tools
 	$(BIN)/python benchmarks/volume.py

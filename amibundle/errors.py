@@ -30,7 +30,13 @@ the command line reads its flag (``--user``, ``--force``, ``--no-size-checks``):
     │   ├── AclsDisabledError         the bucket's ACLs are disabled
     │   ├── S3CredentialsError        no credentials, or refused ones
     │   ├── BucketNotEmptyError       delete --clear: the bundle is gone, the bucket kept
-    │   └── NoSuchBucketError         the bucket does not exist
+    │   ├── NoSuchBucketError         the bucket does not exist
+    │   └── LeftoversError            a failed streamed upload could not delete what it sent
+    ├── Ec2Error                  EC2 (or STS) refused or could not be reached
+    │   ├── Ec2CredentialsError       no credentials, or refused ones
+    │   └── ImageFailedError          a registered image ended in state "failed"
+    ├── PartialImageError         an image was written to a device or stream only in part
+    ├── InstallError              install stopped after the upload: what exists is named
     ├── ToolNotFound              an external program is not installed
     ├── ToolError                 an external program failed
     ├── VolumeError               bundle-vol cannot build the image as asked
@@ -63,10 +69,15 @@ __all__ = [
     "CertificateError",
     "DeclinedError",
     "EbsError",
+    "Ec2CredentialsError",
+    "Ec2Error",
+    "ImageFailedError",
     "ImageSizeError",
     "ImageSourceError",
+    "InstallError",
     "IntegrityError",
     "KeyMismatchError",
+    "LeftoversError",
     "LocationMismatchError",
     "ManifestError",
     "MappingError",
@@ -74,6 +85,7 @@ __all__ = [
     "MetadataUnavailable",
     "NoSuchBucketError",
     "OutputExistsError",
+    "PartialImageError",
     "PromptTimeout",
     "S3CredentialsError",
     "S3Error",
@@ -359,3 +371,70 @@ class ImageSourceError(AmibundleError):
     """An image cannot be read as its format says: damaged compressed data, a
     stream that ends before (or goes on after) the size announced, a disk
     image qemu-img cannot map."""
+
+
+# --- streaming to and from S3, EC2 ---------------------------------------------------------
+
+
+class LeftoversError(S3Error):
+    """A streamed upload failed and the objects it had already sent could not
+    all be deleted: ``keys`` (full object keys) are left in ``bucket``;
+    ``uncertain`` ones, whose upload failed, may be there too."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        bucket: str = "",
+        keys: Sequence[str] = (),
+        uncertain: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.bucket = bucket
+        self.keys = tuple(keys)
+        self.uncertain = tuple(uncertain)
+
+
+class Ec2Error(AmibundleError):
+    """EC2 (or STS, which says whose the credentials are) refused a request
+    or could not be reached."""
+
+
+class Ec2CredentialsError(Ec2Error):
+    """No credentials were found, or EC2/STS refused them."""
+
+
+class ImageFailedError(Ec2Error):
+    """A registered image went to state ``failed`` instead of ``available``."""
+
+    def __init__(self, message: str, *, image_id: str = "") -> None:
+        super().__init__(message)
+        self.image_id = image_id
+
+
+class PartialImageError(AmibundleError):
+    """Writing an image to a device or a stream stopped part way: what was
+    written cannot be taken back. ``written`` is how far it got (bytes from
+    the start of the image, every one before it written)."""
+
+    def __init__(self, message: str, *, written: int = 0) -> None:
+        super().__init__(message)
+        self.written = written
+
+
+class InstallError(AmibundleError):
+    """``install`` uploaded a bundle but did not end with an available image.
+    The message says what exists: ``manifest_location`` (the bundle, kept)
+    and ``image_id`` (registered by this run, or None)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        manifest_location: str = "",
+        image_id: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.manifest_location = manifest_location
+        self.image_id = image_id

@@ -31,6 +31,7 @@ __all__ = [
     "PartSource",
     "PartSplitter",
     "PartSpec",
+    "PartWriter",
 ]
 
 
@@ -43,9 +44,10 @@ class PartRecord:
     sha1: str
 
 
-class PartSink(Protocol):
-    """Where parts go. Calls come in order: ``open_part(0)``, ``write``…,
-    ``close_part``, ``open_part(1)``…, then ``commit`` or ``abort``.
+class PartWriter(Protocol):
+    """What the stream engine writes parts through. Calls come in order:
+    ``open_part(0)``, ``write``…, ``close_part``, ``open_part(1)``…; on a
+    failure, ``abort``.
 
     The calls up to ``close_part`` come from the compressor's writer thread.
     ``abort`` may come from another thread while a ``write`` is in progress:
@@ -55,8 +57,15 @@ class PartSink(Protocol):
     def open_part(self, index: int) -> None: ...
     def write(self, data: memoryview) -> None: ...
     def close_part(self, record: PartRecord) -> None: ...
-    def commit(self, filenames: Sequence[str]) -> list[Path]: ...
     def abort(self) -> None: ...
+
+
+class PartSink(PartWriter, Protocol):
+    """A :class:`PartWriter` whose parts get their names at the end, in
+    ``commit``. (The S3 sink names its parts up front and is only a
+    :class:`PartWriter` to the engine.)"""
+
+    def commit(self, filenames: Sequence[str]) -> list[Path]: ...
 
 
 class PartSplitter:
@@ -67,7 +76,7 @@ class PartSplitter:
     each piece of ciphertext it produces.
     """
 
-    def __init__(self, sink: PartSink, part_size: int) -> None:
+    def __init__(self, sink: PartWriter, part_size: int) -> None:
         if part_size < 1:
             raise ValueError("part size must be positive")
         self._sink = sink

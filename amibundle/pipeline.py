@@ -41,7 +41,7 @@ from amibundle.errors import IntegrityError
 from amibundle.format.tar import Extent, Member, MemberInfo, padding, stored_size
 from amibundle.format.tar_reader import SingleMemberReader
 from amibundle.format.tar_writer import encode_header, end_of_archive, tar_size
-from amibundle.parts import PartRecord, PartSink, PartSource, PartSplitter
+from amibundle.parts import PartRecord, PartSource, PartSplitter, PartWriter
 from amibundle.progress import NullProgress, Progress, Stage
 from amibundle.sparse import ExtentReader, read_image_extents
 from amibundle.validate import as_enum, check_positive
@@ -121,7 +121,7 @@ def bundle_stream(
     fd: int | ExtentReader,
     member: MemberInfo,
     key: BundleKey,
-    sink: PartSink,
+    sink: PartWriter,
     *,
     part_size: int,
     codec: Codec | None = None,

@@ -33,6 +33,7 @@ __all__ = [
     "classic_main",
     "command_module",
     "ec2_ami_tools_version",
+    "ec2_bundle_and_upload_image",
     "ec2_bundle_image",
     "ec2_bundle_vol",
     "ec2_delete_bundle",
@@ -58,6 +59,11 @@ COMMANDS: dict[str, str] = {
     "upload": "upload",
     "download": "download",
     "delete": "delete",
+    "bundle-upload": "bundle_upload",
+    "download-unbundle": "download_unbundle",
+    "register": "register",
+    "deregister": "deregister",
+    "install": "install",
     "migrate-manifest": "migrate_manifest",
     "migrate-bundle": "migrate_bundle",
     "to-ebs": "to_ebs",
@@ -69,6 +75,7 @@ CLASSIC_TOOLS: dict[str, str] = {
     "ec2-upload-bundle": "upload",
     "ec2-download-bundle": "download",
     "ec2-delete-bundle": "delete",
+    "ec2-bundle-and-upload-image": "bundle_upload",
     "ec2-migrate-manifest": "migrate_manifest",
     "ec2-migrate-bundle": "migrate_bundle",
 }
@@ -247,6 +254,10 @@ def ec2_migrate_manifest() -> NoReturn:
 
 def ec2_migrate_bundle() -> NoReturn:
     sys.exit(classic_main("ec2-migrate-bundle"))
+
+
+def ec2_bundle_and_upload_image() -> NoReturn:
+    exit_now(classic_main("ec2-bundle-and-upload-image"))
 
 
 def ec2_ami_tools_version() -> NoReturn:

@@ -117,15 +117,20 @@ def bundle_file_name(option: str, value: str) -> str:
 # -- declaring the options --------------------------------------------------------
 
 
-def add_s3_options(parser: OptionParser) -> None:
-    """``-b`` (in the mandatory group), credentials, endpoint, retry, ``--profile``,
-    ``--jobs``. Required-ness is checked by :func:`check_common`."""
-    parser.mandatory_group.add_argument(
-        "-b",
-        "--bucket",
-        metavar="BUCKET[/PREFIX]",
-        help="the bucket, optionally followed by a key prefix: mybucket/images/2024",
-    )
+def add_s3_options(
+    parser: OptionParser, *, bucket: bool = True, bucket_region: bool = False
+) -> None:
+    """``-b`` (in the mandatory group; not with ``bucket=False``), credentials,
+    endpoint, retry, ``--profile``, ``--jobs``. Required-ness is checked by
+    :func:`check_common`. ``bucket_region``: the command falls back to the
+    bucket's region rather than us-east-1 (its help says so)."""
+    if bucket:
+        parser.mandatory_group.add_argument(
+            "-b",
+            "--bucket",
+            metavar="BUCKET[/PREFIX]",
+            help="the bucket, optionally followed by a key prefix: mybucket/images/2024",
+        )
     group = parser._optionals
     group.add_argument(
         "-a",
@@ -153,14 +158,17 @@ def add_s3_options(parser: OptionParser) -> None:
         metavar="REGION",
         type=region_name,
         help="S3 region (default: $AWS_REGION, $AWS_DEFAULT_REGION, the profile's, "
-        "derived from an AWS --url host name, else us-east-1)",
+        "derived from an AWS --url host name, else "
+        + ("the bucket's region" if bucket_region else "us-east-1")
+        + ")",
     )
     group.add_argument(
         "--url",
         metavar="URL",
         type=endpoint_url,
         help="S3 endpoint, for any S3-compatible server, e.g. http://127.0.0.1:8333 "
-        "(path-style addressing; default: AWS)",
+        "(path-style addressing; default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, the "
+        "profile's endpoint_url, else AWS)",
     )
     group.add_argument(
         "--sigv",
@@ -189,8 +197,9 @@ def add_s3_options(parser: OptionParser) -> None:
 # -- post-parse checks ---------------------------------------------------------------
 
 
-def check_common(args: argparse.Namespace) -> None:
-    """The classic order: access key, secret key, bucket, ``--sigv``.
+def check_common(args: argparse.Namespace, *, bucket: bool = True) -> None:
+    """The classic order: access key, secret key, bucket (unless ``bucket``
+    is False), ``--sigv``.
 
     Sets ``args.bucket_ref`` (the parsed :class:`amibundle.s3.BucketRef`).
     """
@@ -202,9 +211,10 @@ def check_common(args: argparse.Namespace) -> None:
         raise UsageError("--delegation-token needs --access-key and --secret-key")
     if args.profile and args.access_key:
         raise UsageError("--profile cannot be combined with --access-key")
-    if not args.bucket:
-        raise UsageError("missing mandatory option --bucket")
-    args.bucket_ref = _bucket_ref(args.bucket)
+    if bucket:
+        if not args.bucket:
+            raise UsageError("missing mandatory option --bucket")
+        args.bucket_ref = _bucket_ref(args.bucket)
     if args.sigv is not None and args.sigv not in ("2", "4"):
         raise UsageError(f"invalid value for --sigv: {args.sigv!r}: expected 2 or 4")
 

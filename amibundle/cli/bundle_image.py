@@ -91,10 +91,18 @@ CLASSIC_LONGS = (
 )
 
 
-def add_key_options(parser: OptionParser, *, waived_by: str | None = None) -> None:
+def add_key_options(
+    parser: OptionParser,
+    *,
+    waived_by: str | None = None,
+    user_from_sts: bool = False,
+    region: bool = True,
+) -> None:
     """-c/-k/-u/--ec2cert/--region: shared with bundle-vol, where ``waived_by``
     (``clone_only``) makes -u optional. -c and -k go together; without both,
-    :func:`keys_of` makes a key for the bundle."""
+    :func:`keys_of` makes a key for the bundle. The S3 commands look the
+    account up with STS when -u is missing (``user_from_sts``) and have a
+    --region of their own (``region=False``)."""
     unless = (waived_by,) if waived_by else ()
     parser.add_argument(
         "-c",
@@ -112,25 +120,36 @@ def add_key_options(parser: OptionParser, *, waived_by: str | None = None) -> No
         help="your PEM RSA private key (of -c); signs the manifest",
     )
     add_check(parser, _check_key_pair)
-    mandatory(
-        parser,
-        "-u",
-        "--user",
-        metavar="ACCOUNT",
-        unless=unless,
-        help="your 12-digit AWS account number (dashes allowed)",
-    )
+    if user_from_sts:
+        parser.add_argument(
+            "-u",
+            "--user",
+            metavar="ACCOUNT",
+            help="your 12-digit AWS account number (dashes allowed; default: the account "
+            "of the AWS credentials, from STS)",
+        )
+    else:
+        mandatory(
+            parser,
+            "-u",
+            "--user",
+            metavar="ACCOUNT",
+            unless=unless,
+            help="your 12-digit AWS account number (dashes allowed)",
+        )
     parser.add_argument(
         "--ec2cert",
         metavar="PATH",
         type=existing_file,
         help="EC2's certificate (default: found by region, see README)",
     )
-    parser.add_argument(
-        "--region",
-        metavar="REGION",
-        help="picks the EC2 certificate: us-gov-* and cn-* have their own (default: $AWS_REGION)",
-    )
+    if region:
+        parser.add_argument(
+            "--region",
+            metavar="REGION",
+            help="picks the EC2 certificate: us-gov-* and cn-* have their own "
+            "(default: $AWS_REGION)",
+        )
 
 
 def add_manifest_options(parser: OptionParser) -> None:

@@ -6,7 +6,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from amibundle.bundling import BundleResult
 from amibundle.cli._common import Announcements, command_parser, human_size, print_json
 from amibundle.cli._options import (
     CLASSIC_COMMON_LONGS,
@@ -31,6 +33,9 @@ from amibundle.errors import UsageError
 from amibundle.volume.boot import BootMode
 from amibundle.volume.bundle import DEFAULT_SIZE_MIB, VolumeBundleResult, bundle_volume
 from amibundle.volume.plan import EXT_TYPES, Builder, PartitionTable
+
+if TYPE_CHECKING:
+    from amibundle.uploading import UploadTarget
 
 __all__ = ["CLASSIC_LONGS", "DESCRIPTION", "MANUAL", "build_parser", "run"]
 
@@ -122,7 +127,8 @@ def size_value(value: str) -> int | None:
 
 def build_parser(style: Style, prog: str) -> OptionParser:
     parser = command_parser(prog, style, description=DESCRIPTION, manual=MANUAL)
-    add_key_options(parser, waived_by="clone_only")
+    # Modern: -u may come from STS when the bundle goes to S3 (--bucket).
+    add_key_options(parser, waived_by="clone_only", user_from_sts=style is Style.MODERN)
     parser.add_argument(
         "-d",
         "--destination",
@@ -266,9 +272,13 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         "EC2's BootMode for registering the image",
     )
     parser.add_argument(
-        "--keep-partial", action="store_true", help="keep the image file after a failure"
+        "--keep-partial",
+        action="store_true",
+        help="keep the image file after a failure (and, with --bucket, the objects sent)",
     )
     add_output_options(parser)
+    if style is Style.MODERN:
+        add_bucket_options(parser)
     add_progress_option(parser)
     add_common_options(parser)
     if style is Style.CLASSIC:
@@ -285,9 +295,40 @@ def _executable(value: str) -> Path:
     return path
 
 
+def add_bucket_options(parser: OptionParser) -> None:
+    """--bucket and the S3 options that do not clash with bundle-vol's letters
+    (credentials come from the environment, a profile or the instance role)."""
+    from amibundle.cli._s3options import attempts, endpoint_url, jobs
+    from amibundle.cli.bundle_upload import add_upload_options
+
+    parser.add_argument(
+        "--bucket",
+        metavar="BUCKET[/PREFIX]",
+        help="bundle straight into this bucket (as bundle-upload) instead of -d; the "
+        "image file is still built in -d",
+    )
+    parser.add_argument(
+        "--url", metavar="URL", type=endpoint_url, help="with --bucket: S3 endpoint"
+    )
+    parser.add_argument("--profile", metavar="NAME", help="with --bucket: AWS profile")
+    parser.add_argument(
+        "--jobs", metavar="N", type=jobs, default=8, help="with --bucket: parallel uploads"
+    )
+    parser.add_argument(
+        "--retry", metavar="N", type=attempts, default=None, help="with --bucket: attempts"
+    )
+    add_upload_options(parser, keep_partial=False)  # --keep-partial: ours keeps both
+
+
 def _check_combinations(args: argparse.Namespace) -> None:
     if args.size is not None and args.size < 1:
         raise UsageError(f"--size must be a positive number of MiB or auto, not {args.size}")
+    if not args.clone_only and not args.user and not getattr(args, "bucket", None):
+        raise UsageError("missing mandatory option --user")
+    if getattr(args, "bucket", None) and (args.cert is None or args.privatekey is None):
+        raise UsageError(
+            "--bucket needs -c and -k: a key made for the bundle would not be kept anywhere"
+        )
 
 
 def fstab_variant(args: argparse.Namespace) -> str | None:
@@ -303,9 +344,15 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
     classic = style is Style.CLASSIC
     metadata = keys = codec = None
     notes = Announcements.of(args)
+    upload = _upload_target(args) if getattr(args, "bucket", None) else None
     if not args.clone_only:
         # Everything bundling needs is checked before the long copy starts
         # (the classic found a bad key only after cloning the whole volume).
+        if upload is not None:
+            from amibundle.cli._aws import account_of
+
+            args.user = account_of(args, upload.settings)
+            args.region = args.region or upload.settings.region  # picks EC2's certificate
         metadata, keys = checked_metadata(
             args, notes, destination=args.destination, prefix=args.prefix
         )
@@ -351,9 +398,30 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             codec=codec,
             progress=progress,
             notify=say,
+            upload=upload,
         )
     _report(result, args, tool="ec2-bundle-vol" if classic else "bundle-vol")
     return None
+
+
+def _upload_target(args: argparse.Namespace) -> UploadTarget:
+    from amibundle import s3
+    from amibundle.uploading import UploadTarget
+
+    if args.clone_only:
+        raise UsageError("--bucket cannot be combined with --clone-only")
+    try:
+        bucket = s3.parse_bucket(args.bucket)
+    except UsageError as err:
+        raise UsageError(f"invalid value for --bucket: {err}") from None
+    options = {"attempts": args.retry} if args.retry else {}
+    settings = s3.S3Settings(
+        profile=args.profile, region=args.region, endpoint_url=args.url, jobs=args.jobs, **options
+    )
+    settings = s3.with_bucket_region(settings, bucket)
+    return UploadTarget(
+        bucket, settings, acl=args.acl, location=args.location, fix_ownership=args.fix_ownership
+    )
 
 
 def _report(result: VolumeBundleResult, args: argparse.Namespace, *, tool: str) -> None:
@@ -362,8 +430,12 @@ def _report(result: VolumeBundleResult, args: argparse.Namespace, *, tool: str) 
         return
     if result.inherited and not args.quiet:
         print(f"Inherited from the instance metadata: {', '.join(result.inherited)}")
-    if result.bundle is not None:
+    if isinstance(result.bundle, BundleResult):
         report(result.bundle, json_output=False, tool="bundling", quiet=args.quiet)
+    elif result.bundle is not None:
+        from amibundle.cli.bundle_upload import report as report_upload
+
+        report_upload(result.bundle, json_output=False, tool="bundling")
     print(
         f"{tool} complete: {result.files_copied} entries, {human_size(result.data_bytes)} of data "
         f"into {result.image_path} ({result.builder.value} builder) in {result.seconds:.1f} s",

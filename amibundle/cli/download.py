@@ -27,6 +27,7 @@ from amibundle.cli._s3options import (
     settings_from,
 )
 from amibundle.cli._values import existing_dir, existing_file
+from amibundle.errors import UsageError
 
 __all__ = ["DEFAULT_PREFIX", "build_parser", "manifest_name", "run"]
 
@@ -105,6 +106,16 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         default=Path(),
         help="where the bundle is written (default: the current directory)",
     )
+    if style is Style.MODERN:
+        from amibundle.cli.download_unbundle import add_unbundle_outputs
+
+        parser.add_argument(
+            "--unbundle",
+            action="store_true",
+            help="unbundle while downloading (as download-unbundle): the image, not the "
+            "bundle, is written to -d, -o - or --to-device; needs -k",
+        )
+        add_unbundle_outputs(parser, directory=False)
     add_progress_option(parser)
     return finish_s3_parser(parser, style, CLASSIC_LONGS, _check)
 
@@ -117,6 +128,14 @@ def _check(args: argparse.Namespace) -> None:
         bundle_file_name("--manifest", args.manifest)
     if args.prefix is not None:
         bundle_file_name("--prefix", args.prefix)
+    if getattr(args, "unbundle", False):
+        from amibundle.cli.download_unbundle import check_output
+
+        if args.privatekey is None:
+            raise UsageError("--unbundle needs --privatekey (it unwraps the bundle key)")
+        check_output(args)
+    elif getattr(args, "output", None) is not None or getattr(args, "to_device", None):
+        raise UsageError("--output and --to-device need --unbundle")
 
 
 def manifest_name(args: argparse.Namespace) -> str:
@@ -141,6 +160,11 @@ def report(result: s3.DownloadResult, *, json_output: bool) -> None:
 def run(args: argparse.Namespace, style: Style) -> int | None:
     bucket: s3.BucketRef = args.bucket_ref
     name = manifest_name(args)
+    if getattr(args, "unbundle", False):
+        from amibundle.cli.download_unbundle import unbundle_from_s3
+
+        unbundle_from_s3(args, bucket, name)
+        return None
     # Printed once the manifest has been fetched and read.
     notes = Announcements.of(args)
     note_sigv(args, notes)

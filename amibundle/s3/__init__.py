@@ -12,7 +12,9 @@ Modules: :mod:`.settings` (how to reach S3, bucket references, regions),
 transfers), :mod:`.remote` (a bundle's objects), :mod:`.buckets` (getting a
 bucket ready), and one module per operation: :mod:`.upload`,
 :mod:`.download`, :mod:`.delete`, :mod:`.migrate` (server-side copy). None
-of them loads the compression stack.
+of them loads the compression stack. The streaming halves (:mod:`.sink`,
+parts into a bucket as they are cut, and :mod:`.source`, parts out of one in
+order) are used by :mod:`amibundle.uploading` and :mod:`amibundle.downloading`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from amibundle.errors import (
     S3CredentialsError,
     S3Error,
 )
+from amibundle.s3.buckets import with_bucket_region
 from amibundle.s3.delete import DeleteResult, delete_bundle
 from amibundle.s3.download import DownloadResult, download_bundle
 from amibundle.s3.migrate import CopyResult, bucket_location, copy_bundle, read_bundle_manifest
@@ -52,4 +55,5 @@ __all__ = [
     "parse_bucket",
     "read_bundle_manifest",
     "upload_bundle",
+    "with_bucket_region",
 ]

@@ -8,15 +8,16 @@ object is sent.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from amibundle.errors import AclsDisabledError, LocationMismatchError, S3Error
-from amibundle.s3.client import Connection, error_code, s3_errors
-from amibundle.s3.settings import DEFAULT_REGION, BucketRef, region_of_location
+from amibundle.s3.client import Connection, connect, error_code, s3_errors
+from amibundle.s3.settings import DEFAULT_REGION, BucketRef, S3Settings, region_of_location
 
-__all__ = ["acls_disabled", "prepare_bucket"]
+__all__ = ["acls_disabled", "bucket_region", "prepare_bucket", "with_bucket_region"]
 
 log = logging.getLogger("amibundle.s3")
 
@@ -129,3 +130,32 @@ def _check_ownership(conn: Connection, bucket: BucketRef, *, fix: bool) -> bool:
             OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerPreferred"}]},
         )
     return True
+
+
+def bucket_region(conn: Connection, bucket: BucketRef) -> str | None:
+    """The region an existing bucket is in; None when there is no such bucket.
+    (GetBucketLocation answers for a bucket of any region, whatever region
+    the request is signed for.)"""
+    with s3_errors(f"look up bucket {bucket.bucket}", conn):
+        try:
+            reply = conn.client.get_bucket_location(Bucket=bucket.bucket)
+        except ClientError as err:
+            if error_code(err)[0] == "NoSuchBucket":
+                return None
+            raise
+    return region_of_location(reply.get("LocationConstraint") or "US")
+
+
+def with_bucket_region(settings: S3Settings, bucket: BucketRef) -> S3Settings:
+    """``settings`` with the bucket's region filled in when no region is
+    given anywhere (option, environment, profile): the bucket says where it
+    is, as go_ami_tools does. Unchanged when a region is given or the bucket
+    does not exist yet."""
+    conn = connect(settings)
+    if conn.region_given:
+        return settings
+    region = bucket_region(conn, bucket)
+    if region is None or region == conn.region:
+        return replace(settings, region=conn.region)
+    log.info("bucket %s is in %s: using that region", bucket.bucket, region)
+    return replace(settings, region=region)

@@ -30,7 +30,7 @@ from botocore.exceptions import (
 
 from amibundle.errors import NoSuchBucketError, S3CredentialsError, S3Error, UsageError
 from amibundle.s3.engine import UploadBody
-from amibundle.s3.settings import S3Settings, resolve_region
+from amibundle.s3.settings import DEFAULT_REGION, S3Settings, given_region, is_aws_url
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -40,6 +40,7 @@ __all__ = [
     "error_code",
     "s3_errors",
     "s3_failure",
+    "shared_botocore_session",
 ]
 
 CONNECT_TIMEOUT = 10
@@ -48,18 +49,22 @@ READ_TIMEOUT = 60
 
 @dataclass(frozen=True)
 class Connection:
-    """A boto3 S3 client and what it was made from."""
+    """A boto3 S3 client and what it was made from. ``region_given`` is False
+    when no setting named a region and ``region`` is only the default."""
 
     client: Any
     region: str
     settings: S3Settings
+    region_given: bool = True
 
 
 def connect(settings: S3Settings, *, location: str | None = None) -> Connection:
-    """A thread-safe S3 client for ``settings`` (see :func:`resolve_region`)."""
+    """A thread-safe S3 client for ``settings``: the region is the one given
+    (:func:`~amibundle.s3.settings.given_region`), else us-east-1; the
+    endpoint is ``settings.endpoint_url``, else boto3's own configuration
+    (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, a profile's endpoint_url), else AWS."""
     # boto3 takes a tenth of a second to import: only commands that talk to S3 pay it.
     import boto3
-    from botocore.config import Config
 
     try:
         session = boto3.session.Session(
@@ -67,14 +72,30 @@ def connect(settings: S3Settings, *, location: str | None = None) -> Connection:
             aws_secret_access_key=settings.secret_key,
             aws_session_token=settings.session_token,
             profile_name=settings.profile,
-            botocore_session=_botocore_session(),
+            botocore_session=shared_botocore_session(),
         )
         configured = session.region_name
     except ProfileNotFound:
         raise S3CredentialsError(
             f"AWS profile {settings.profile!r} is not in the AWS configuration files"
         ) from None
-    region = resolve_region(settings, location=location, configured=configured)
+    given = given_region(settings, location=location, configured=configured)
+    region = given or DEFAULT_REGION
+    client = _client(session, settings, region, path_style=bool(settings.endpoint_url))
+    if not settings.endpoint_url and not is_aws_url(client.meta.endpoint_url):
+        # An endpoint from boto3's own configuration (AWS_ENDPOINT_URL[_S3], a
+        # profile's endpoint_url) is an S3-compatible server: path style too.
+        client = _client(session, settings, region, path_style=True)
+    # Count upload progress only while a PUT body is really sent, not while
+    # the signer reads it to hash it (the same trick as s3transfer's).
+    client.meta.events.register_first("request-created.s3.PutObject", _body_signal(False))
+    client.meta.events.register_last("request-created.s3.PutObject", _body_signal(True))
+    return Connection(client, region, settings, region_given=given is not None)
+
+
+def _client(session: Any, settings: S3Settings, region: str, *, path_style: bool) -> Any:
+    from botocore.config import Config
+
     config = Config(
         signature_version="s3v4",
         # total_max_attempts counts the first try; max_attempts would not.
@@ -91,27 +112,22 @@ def connect(settings: S3Settings, *, location: str | None = None) -> Connection:
         # again with SHA-256 for the signature, as botocore does over plain
         # HTTP, would only cost a third read of every part.
         s3={"addressing_style": "path", "payload_signing_enabled": False}
-        if settings.endpoint_url
+        if path_style
         else {"payload_signing_enabled": False},
     )
     try:
-        client = session.client(
+        return session.client(
             "s3", region_name=region, endpoint_url=settings.endpoint_url, config=config
         )
     except ValueError as err:  # an endpoint URL boto3 cannot use
         raise UsageError(f"invalid S3 endpoint {settings.endpoint_url!r}: {err}") from None
-    # Count upload progress only while a PUT body is really sent, not while
-    # the signer reads it to hash it (the same trick as s3transfer's).
-    client.meta.events.register_first("request-created.s3.PutObject", _body_signal(False))
-    client.meta.events.register_last("request-created.s3.PutObject", _body_signal(True))
-    return Connection(client, region, settings)
 
 
 _loader_lock = threading.Lock()
 _loader: Any = None
 
 
-def _botocore_session() -> Any:
+def shared_botocore_session() -> Any:
     """A new botocore session sharing one model loader with the earlier ones:
     loading S3's service model again for every client costs 0.1 s."""
     import botocore.session

@@ -74,14 +74,16 @@ def delete_bundle(
     settings: S3Settings,
     manifest: str | os.PathLike[str] | None = None,
     prefix: str | None = None,
+    manifest_name: str | None = None,
     clear: bool = False,
     confirm: Callable[[list[str]], bool] = lambda keys: True,
 ) -> DeleteResult:
     """Deletes one bundle: its manifest first (so nobody registers a half
     deleted bundle), then exactly the parts it lists, never a wildcard.
 
-    The bundle is named by a local ``manifest`` or by a bundle ``prefix``
-    (its manifest ``<prefix>.manifest.xml`` is then read from the bucket).
+    The bundle is named by a local ``manifest``, by a bundle ``prefix`` (its
+    manifest ``<prefix>.manifest.xml`` is then read from the bucket) or by
+    the ``manifest_name`` of its manifest in the bucket.
     ``confirm(keys)`` is asked before anything is deleted: False deletes
     nothing and skips ``clear`` (result ``declined``); an exception it
     raises propagates. ``clear`` then removes the bucket if it is empty;
@@ -92,14 +94,16 @@ def delete_bundle(
     bucket = as_bucket(bucket)
     settings = check_record(settings, S3Settings, "settings")
     manifest_path = as_optional_path(manifest, "manifest")
-    if (manifest_path is None) == (prefix is None):
+    if sum(x is not None for x in (manifest_path, prefix, manifest_name)) != 1:
         raise UsageError("name the bundle by a local manifest or by a bundle prefix (one of them)")
+    local: mf.ParsedManifest | None = None
     if manifest_path is not None:
         manifest_name = manifest_path.name
-        local: mf.ParsedManifest | None = read_manifest(manifest_path)
-    else:
+        local = read_manifest(manifest_path)
+    elif prefix is not None:
         manifest_name = f"{check_plain_name(prefix, 'prefix')}.manifest.xml"
-        local = None
+    else:
+        manifest_name = check_plain_name(manifest_name, "manifest_name")
     conn = connect(settings)
     if local is None:
         key = bucket.key(manifest_name)

@@ -16,6 +16,9 @@ __all__ = [
     "BucketRef",
     "S3Settings",
     "as_bucket",
+    "given_region",
+    "is_aws_endpoint",
+    "is_aws_url",
     "parse_bucket",
     "region_from_url",
     "region_of_location",
@@ -191,17 +194,16 @@ def is_aws_endpoint(settings: S3Settings) -> bool:
     )
     if not url:
         return True
-    host = (urlsplit(url).hostname or "").lower()
-    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
+    return is_aws_url(url)
 
 
-def resolve_region(
+def given_region(
     settings: S3Settings, *, location: str | None = None, configured: str | None = None
-) -> str:
-    """The signing region: ``settings.region``; else the region of the
-    requested bucket ``location`` (upload); else AWS_REGION or
-    AWS_DEFAULT_REGION; else the ``configured`` one (the profile's); else
-    derived from the endpoint URL's host; else us-east-1."""
+) -> str | None:
+    """The region the caller asked for, one way or another: ``settings.region``;
+    else the region of the requested bucket ``location`` (upload); else
+    AWS_REGION or AWS_DEFAULT_REGION; else the ``configured`` one (the
+    profile's); else derived from an AWS endpoint URL's host; else None."""
     if settings.region:
         return settings.region
     if location:
@@ -211,9 +213,22 @@ def resolve_region(
             return os.environ[variable]
     if configured:
         return configured
-    if settings.endpoint_url:
+    if settings.endpoint_url and is_aws_url(settings.endpoint_url):
         return region_from_url(settings.endpoint_url)
-    return DEFAULT_REGION
+    return None
+
+
+def resolve_region(
+    settings: S3Settings, *, location: str | None = None, configured: str | None = None
+) -> str:
+    """The signing region: :func:`given_region`, else us-east-1."""
+    return given_region(settings, location=location, configured=configured) or DEFAULT_REGION
+
+
+def is_aws_url(url: str) -> bool:
+    """Whether ``url`` is an AWS host name (anything else is an S3-compatible server)."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
 
 
 def as_bucket(value: object) -> BucketRef:

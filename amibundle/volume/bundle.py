@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from amibundle import tools
 from amibundle.bundling import BundleResult, bundle_image
@@ -37,6 +38,7 @@ from amibundle.validate import (
     check_optional_record,
     check_plain_name,
     check_progress,
+    check_record,
 )
 from amibundle.volume.boot import BootMode, prepare_boot
 from amibundle.volume.build import build_image
@@ -55,6 +57,9 @@ from amibundle.volume.plan import (
     source_filesystem,
 )
 from amibundle.volume.rules import check_patterns_exist, rules_for_volume
+
+if TYPE_CHECKING:  # imported when used: bundle-vol without --bucket never loads botocore
+    from amibundle.uploading import BundleUploadResult, UploadTarget
 
 __all__ = ["DEFAULT_SIZE_MIB", "VolumeBundleResult", "bundle_volume", "partition_for"]
 
@@ -77,7 +82,7 @@ class VolumeBundleResult(JsonRecord):
     data_bytes: int
     seconds: float
     inherited: tuple[str, ...]  # manifest fields taken from the instance metadata
-    bundle: BundleResult | None
+    bundle: BundleResult | BundleUploadResult | None  # the latter with ``upload``
 
 
 def bundle_volume(
@@ -111,6 +116,7 @@ def bundle_volume(
     progress: Progress | None = None,
     metadata_service: MetadataClient | None = None,
     notify: Callable[[str], None] | None = None,
+    upload: UploadTarget | None = None,
 ) -> VolumeBundleResult:
     """Builds ``destination/prefix`` from ``volume`` and bundles it there.
 
@@ -126,6 +132,10 @@ def bundle_volume(
     an unreachable service an error (:class:`MetadataUnavailable`). Values
     in ``metadata`` always win over inherited ones. ``notify`` receives one
     line per step (the CLI prints them).
+    With ``upload``, the bundle streams straight to that bucket
+    (:func:`amibundle.uploading.bundle_upload`, ``keep_partial`` keeping
+    what was sent after a failure) instead of into ``destination``; the
+    image file is still built there.
     """
     started = time.monotonic()
     say = notify or (lambda line: log.info("%s", line))
@@ -134,6 +144,13 @@ def bundle_volume(
     if (metadata is None) != (keys is None):
         raise UsageError("give both metadata and keys to bundle, or neither to make only the image")
     clone_only = metadata is None
+    if upload is not None:
+        from amibundle.uploading import UploadTarget
+
+        check_record(upload, UploadTarget, "upload")
+        if clone_only:
+            raise UsageError("{param} needs metadata and keys: an image only is not uploaded",
+                             param="upload")  # fmt: skip
     progress = check_progress(progress)
     source_path = _checked_volume(volume)
     folder = as_path(destination, "destination")
@@ -142,9 +159,8 @@ def bundle_volume(
     image_path = folder / name
     manifest_path = folder / f"{name}.manifest.xml"
     generated = keys.generated.paths if keys is not None and keys.generated is not None else ()
-    refuse_existing(
-        [image_path] if clone_only else [image_path, manifest_path, *generated], force=force
-    )
+    bundle_files = [] if clone_only or upload is not None else [manifest_path, *generated]
+    refuse_existing([image_path, *bundle_files], force=force)
     _check_size(size_mib, size_checks=size_checks)
     check_patterns_exist(source_path, exclude, "exclude")
     check_patterns_exist(source_path, include, "include")
@@ -198,18 +214,29 @@ def bundle_volume(
     inherited: tuple[str, ...] = ()
     if client is not None:
         metadata, inherited = _inherit(client, metadata, say)
-    bundle = bundle_image(
-        built.image_path,
-        metadata=metadata,
-        keys=keys,
-        destination=folder,
-        prefix=name,
-        size_checks=size_checks,
-        part_size=part_size,
-        codec=codec,
-        force=force,
-        progress=progress,
-    )
+    bundle: BundleResult | BundleUploadResult
+    if upload is not None:
+        from amibundle.uploading import bundle_upload
+
+        bundle = bundle_upload(
+            built.image_path, upload.bucket, metadata=metadata, keys=keys,
+            settings=upload.settings, prefix=name, acl=upload.acl, location=upload.location,
+            fix_ownership=upload.fix_ownership, keep_partial=keep_partial, force=force,
+            size_checks=size_checks, part_size=part_size, codec=codec, progress=progress,
+        )  # fmt: skip
+    else:
+        bundle = bundle_image(
+            built.image_path,
+            metadata=metadata,
+            keys=keys,
+            destination=folder,
+            prefix=name,
+            size_checks=size_checks,
+            part_size=part_size,
+            codec=codec,
+            force=force,
+            progress=progress,
+        )
     return _result(built, inherited, bundle, started)
 
 
@@ -229,7 +256,7 @@ def _own_paths(destination: Path, name: str) -> list[Path]:
 def _result(
     built: BuildResult,
     inherited: tuple[str, ...],
-    bundle: BundleResult | None,
+    bundle: BundleResult | BundleUploadResult | None,
     started: float,
 ) -> VolumeBundleResult:
     return VolumeBundleResult(
