@@ -28,6 +28,7 @@ __all__ = [
     "name_problem",
     "process_is_gone",
     "check_directory",
+    "made_folders",
     "publish",
     "refuse_existing",
     "temp_output",
@@ -140,6 +141,28 @@ def check_directory(path: Path, param: str) -> None:
     """``path`` must be an existing folder (outputs are written into it)."""
     if not path.is_dir():
         raise UsageError(f"{{param}} {path} is not an existing directory", param=param)
+
+
+@contextlib.contextmanager
+def made_folders(path: Path) -> Iterator[None]:
+    """Creates ``path`` and any missing parents for the block; when the block
+    fails, the folders it created are removed again (those still empty), so
+    a failed command leaves no trace."""
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()]
+    made: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except OSError as err:
+                raise _fail("create the folder", folder, err) from None
+            made.append(folder)
+        yield
+    except BaseException:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def refuse_existing(paths: Iterable[Path], *, force: bool, what: str = "") -> None:

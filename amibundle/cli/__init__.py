@@ -26,6 +26,7 @@ from amibundle import __version__, interrupts
 from amibundle.cli._common import version_text
 from amibundle.cli._errors import EXIT_CODES, run_cli
 from amibundle.cli._options import Style
+from amibundle.files import made_folders
 
 __all__ = [
     "CLASSIC_TOOLS",
@@ -162,7 +163,11 @@ def _run_module(name: str, style: Style, prog: str, argv: Sequence[str]) -> int:
 
         def body(args: argparse.Namespace) -> int | None:
             _setup_logging(args.debug)
-            status: int | None = module.run(args, style)
+            with contextlib.ExitStack() as folders:
+                for dest in parser.folders_to_make:
+                    if getattr(args, dest, None) is not None:
+                        folders.enter_context(made_folders(getattr(args, dest)))
+                status: int | None = module.run(args, style)
             return status
 
         return run_cli(parser, argv, body)

@@ -25,11 +25,12 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, NoReturn
 
 from amibundle import __version__
 from amibundle.cli._help import MANDATORY_ATTR, HelpFormatter, compact_usage
-from amibundle.cli._values import or_list
+from amibundle.cli._values import existing_dir, folder_to_make, or_list
 from amibundle.errors import UsageError
 
 __all__ = [
@@ -157,6 +158,17 @@ class OptionParser(argparse.ArgumentParser):
         # Library parameter -> option destination, where their names differ
         # (``private_key`` -> ``privatekey``): errors name the parameter.
         self.param_dests: dict[str, str] = dict(PARAM_DESTS)
+        # Destinations of output folders the command creates when missing.
+        self.folders_to_make: list[str] = []
+
+    def output_folder_type(self, dest: str) -> Callable[[str], Path]:
+        """The ``type=`` of an output folder option: an existing directory for
+        the classic tools (as they required), one that is created when missing
+        for amibundle's own commands."""
+        if self.style is Style.CLASSIC:
+            return existing_dir
+        self.folders_to_make.append(dest)
+        return folder_to_make
 
     # -- errors ---------------------------------------------------------------
 

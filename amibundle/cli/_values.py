@@ -11,7 +11,15 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["choice_prefix", "comma_list", "existing_dir", "existing_file", "integer", "or_list"]
+__all__ = [
+    "choice_prefix",
+    "comma_list",
+    "existing_dir",
+    "existing_file",
+    "folder_to_make",
+    "integer",
+    "or_list",
+]
 
 
 def choice_prefix(choices: Sequence[str]) -> Callable[[str], str]:
@@ -49,6 +57,21 @@ def existing_dir(value: str) -> Path:
         raise argparse.ArgumentTypeError(f"{value!r}: no such directory")
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"{value!r}: not a directory")
+    return path
+
+
+def folder_to_make(value: str) -> Path:
+    """An existing directory, or a path where one can be created: its nearest
+    existing ancestor is a directory. The command creates it (and removes
+    it again if it fails); see ``OptionParser.folders_to_make``."""
+    path = Path(value)
+    if not value:
+        raise argparse.ArgumentTypeError(f"{value!r}: no such directory")
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                raise argparse.ArgumentTypeError(f"{value!r}: {place} is not a directory")
+            return path
     return path
 
 

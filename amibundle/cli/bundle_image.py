@@ -26,7 +26,7 @@ from amibundle.cli._options import (
 )
 from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._prompt import ask_value, confirm
-from amibundle.cli._values import existing_dir, existing_file, integer
+from amibundle.cli._values import existing_file, integer
 from amibundle.compression import DEFAULT_LEVELS, Compression, default_threads
 from amibundle.errors import UsageError
 from amibundle.format.manifest import DEFAULT_PART_SIZE
@@ -295,7 +295,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         "-d",
         "--destination",
         metavar="DIR",
-        type=existing_dir,
+        type=parser.output_folder_type("destination"),
         default=Path("/tmp"),
         help="where parts and manifest are written (default: /tmp)",
     )

@@ -133,7 +133,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         "-d",
         "--destination",
         metavar="DIR",
-        type=existing_dir,
+        type=parser.output_folder_type("destination"),
         default=Path("/tmp"),
         help="where the image file, parts and manifest go (default: /tmp)",
     )

@@ -26,7 +26,7 @@ from amibundle.cli._s3options import (
     note_sigv,
     settings_from,
 )
-from amibundle.cli._values import existing_dir, existing_file
+from amibundle.cli._values import existing_file
 from amibundle.errors import UsageError
 
 __all__ = ["DEFAULT_PREFIX", "build_parser", "manifest_name", "run"]
@@ -102,7 +102,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         "-d",
         "--directory",
         metavar="DIR",
-        type=existing_dir,
+        type=parser.output_folder_type("directory"),
         default=Path(),
         help="where the bundle is written (default: the current directory)",
     )

@@ -23,7 +23,7 @@ from amibundle.cli._s3options import (
     note_sigv,
     settings_from,
 )
-from amibundle.cli._values import existing_dir, existing_file
+from amibundle.cli._values import existing_file
 from amibundle.cli.download import manifest_name
 from amibundle.errors import UsageError
 
@@ -73,7 +73,7 @@ def add_unbundle_outputs(parser: OptionParser, *, directory: bool) -> None:
             "-d",
             "--directory",
             metavar="DIR",
-            type=existing_dir,
+            type=parser.output_folder_type("directory"),
             help="write the image file into DIR (default: the current folder)",
         )
     parser.add_argument(

@@ -68,7 +68,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         "-d",
         "--destination",
         metavar="DIR",
-        type=existing_dir,
+        type=parser.output_folder_type("destination"),
         default=Path(),
         help="where the image is written (default: the current directory)",
     )
