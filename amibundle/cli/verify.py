@@ -106,6 +106,6 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
         print(
             "OK: the bundle is intact"
             if report.ok
-            else f"FAILED: {len(report.problems)} problem(s)"
+            else f"FAILED: {plural(len(report.problems), 'problem')}"
         )
     return None if report.ok else EXIT_PROBLEMS

@@ -254,4 +254,6 @@ def join_problems(problems: list[str]) -> str:
         shown.append(shorten(problem))
         length += len(shown[-1]) + 2
     more = len(problems) - len(shown)
-    return "; ".join(shown) + (f"; and {more} more problem(s)" if more > 0 else "")
+    return "; ".join(shown) + (
+        f"; and {more} more problem{'s' if more > 1 else ''}" if more > 0 else ""
+    )

@@ -880,7 +880,7 @@ def test_verify_output_is_bounded_and_json_lists_everything(
     assert problems[-1] == (
         f"PROBLEM: ... and {count - 20} more of this kind (missing part); --json lists all"
     )
-    assert lines[-1] == f"FAILED: {count} problem(s)"
+    assert lines[-1] == f"FAILED: {count} problems"
     assert len(lines) <= 25
     assert run.peak_rss_mib <= MEMORY_LIMIT_MIB
     status, out, _ = run_cli(["verify", "-m", str(largest_manifest), "--json"], capsys)
