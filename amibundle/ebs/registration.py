@@ -18,6 +18,7 @@ one call: ``ec2.register_image(**spec.request(name))``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -104,6 +105,26 @@ class EbsImageSpec(JsonRecord):
         }
         request.update({key: value for key, value in optional.items() if value is not None})
         return request
+
+    def aws_command(self, region: str, name: str = "NAME") -> list[str]:
+        """The ``aws ec2 register-image`` command line (as words) of :meth:`request`."""
+        mappings = [m.to_api() for m in self.block_device_mappings]
+        words = ["aws", "ec2", "register-image", "--region", region, "--name", name]
+        options = {
+            "--virtualization-type": self.virtualization_type.value,
+            "--root-device-name": self.root_device_name,
+            "--block-device-mappings": json.dumps(mappings, separators=(",", ":")),
+            "--architecture": self.architecture,
+            "--kernel-id": self.kernel_id,
+            "--ramdisk-id": self.ramdisk_id,
+            "--boot-mode": self.boot_mode.value if self.boot_mode else None,
+        }
+        for flag, value in options.items():
+            if value:
+                words += [flag, value]
+        if self.ena_support:
+            words.append("--ena-support")
+        return words
 
 
 def _device(name: str) -> str:
