@@ -42,6 +42,11 @@ APIs (StartSnapshot, PutSnapshotBlock, CompleteSnapshot). An image file (-i) is
 read by its data extents: holes are never read. The snapshot's volume size is the
 image's rounded up to GiB (or --size).
 
+A bundle in S3 (-b BUCKET[/PREFIX] with -p NAME for NAME.manifest.xml, or -m with
+the manifest's name) is read as download-unbundle reads it: the manifest first
+(its signature with --cert, its key unwrapped by -k), then the parts in order, a
+few fetched ahead, each checked before it is used; nothing bundle-sized is stored.
+
 The snapshot is completed only when every check passed. After any failure, and
 after Ctrl-C, it is not completed: it is deleted (or, when even that fails,
 left pending; EBS marks it 'error' after --timeout minutes without a write).
@@ -54,18 +59,31 @@ sectors, and boots the newest /boot/vmlinuz-* of the image. With -m the file
 system is also kept in a sparse file under --work-dir while it streams, to read
 its /boot at the end.
 
-Endpoints follow boto3's configuration (AWS_ENDPOINT_URL_EBS, AWS_ENDPOINT_URL,
-a profile's endpoint_url) unless --ebs-url / --ec2-url say otherwise;
-credentials and region come from the standard AWS chain or --profile/--region.
+--register NAME waits for the snapshot to be completed, then registers an
+EBS-backed AMI of it (RegisterImage: the snapshot as root volume, the manifest's
+ephemeral mappings, architecture; paravirtual with the manifest's kernel, or hvm
+with the boot mode and ENA for --make-bootable), named NAME, with --description
+and the --tag tags. If EC2 refuses, the snapshot is complete and stays: the error
+names it and says how to register it by hand or delete it.
+
+Endpoints follow boto3's configuration (AWS_ENDPOINT_URL_EBS, _EC2, _S3,
+AWS_ENDPOINT_URL, a profile's endpoint_url) unless --ebs-url / --ec2-url /
+--s3-url say otherwise; credentials and region come from the standard AWS chain
+or --profile/--region (the snapshot is made there, not in the bucket's region).
 
 Examples:
   amibundle to-ebs -m out/root.img.manifest.xml -k pk.pem --tag Name=root --wait
-  amibundle to-ebs -i root.img --make-bootable --json
+  amibundle to-ebs -b mybucket/images -p root.img -k pk.pem --cert cert.pem --register root-2024
+  amibundle to-ebs -i root.img --make-bootable --register web-hvm --json
 """
 
 
 def build_parser(style: Style, prog: str) -> OptionParser:
-    parser = command_parser(prog, style, description=DESCRIPTION, manual=MANUAL)
+    parser = command_parser(
+        prog, style, description=DESCRIPTION, manual=MANUAL,
+        usage="%(prog)s (-m PATH -k PATH | -b BUCKET[/PREFIX] [-p NAME | -m NAME] -k PATH "
+        "| -i PATH) [--register NAME] [options]",
+    )  # fmt: skip
     source = parser.mandatory_group
     source.add_argument("-m", "--manifest", metavar="PATH",
                         help="a local bundle's manifest file (with -k); with -b, the "
@@ -93,7 +111,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         "--privatekey",
         metavar="PATH",
         type=existing_file,
-        help="your RSA private key (of the certificate the bundle was made for); with -m",
+        help="your RSA private key (of the certificate the bundle was made for); with -m or -b",
     )
     opt(
         "--source",
