@@ -16,14 +16,12 @@ import shlex
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from amibundle.ebs.convert import SnapshotResult
 from amibundle.ec2.client import connect, ec2_errors
-from amibundle.ec2.register import DEFAULT_WAIT_TIMEOUT, wait_for_image
+from amibundle.ec2.register import DEFAULT_WAIT_TIMEOUT, ImageResult, wait_for_image
 from amibundle.ec2.registration import ImageRegistration
 from amibundle.errors import Ec2Error, UsageError
-from amibundle.results import JsonRecord
 from amibundle.s3.settings import S3Settings
 from amibundle.validate import check_optional_record, check_record, check_text
 
@@ -33,17 +31,10 @@ WAIT_POLL = 2.0  # seconds between DescribeImages of ``wait`` (a module value fo
 
 
 @dataclass(frozen=True)
-class RegisteredImage(JsonRecord):
-    """The AMI :func:`register_snapshot` registered; ``request`` is
-    RegisterImage's parameters as sent."""
+class RegisteredImage(ImageResult):
+    """What :func:`register_snapshot` registered: the AMI of ``snapshot_id``."""
 
-    image_id: str
-    name: str
-    region: str
     snapshot_id: str
-    state: str  # "pending" unless waited for: then "available"
-    request: dict[str, Any]
-    seconds: float
 
 
 def check_image_name(

@@ -57,6 +57,18 @@ def upload(image: Path, identity: Identity, bucket: str, **metadata: Any) -> Bun
     )  # fmt: skip
 
 
+def root_volume(device: str, snapshot_id: str) -> dict[str, str]:
+    """RegisterImage's Query parameters for the snapshot as a 1 GiB gp3 root volume."""
+    return {
+        "RootDeviceName": device,
+        "BlockDeviceMapping.1.DeviceName": device,
+        "BlockDeviceMapping.1.Ebs.SnapshotId": snapshot_id,
+        "BlockDeviceMapping.1.Ebs.VolumeSize": "1",
+        "BlockDeviceMapping.1.Ebs.VolumeType": "gp3",
+        "BlockDeviceMapping.1.Ebs.DeleteOnTermination": "true",
+    }
+
+
 def snapshots(aws: AwsStandIn) -> dict[str, str]:
     found = aws.client("ec2").describe_snapshots(OwnerIds=["self"])["Snapshots"]
     return {s["SnapshotId"]: s["State"] for s in found}
@@ -132,12 +144,7 @@ def test_register_sends_the_paravirtual_registration_of_the_manifest(
         "VirtualizationType": "paravirtual",
         "Architecture": "x86_64",
         "KernelId": KERNEL,
-        "RootDeviceName": "/dev/sda1",
-        "BlockDeviceMapping.1.DeviceName": "/dev/sda1",
-        "BlockDeviceMapping.1.Ebs.SnapshotId": snapshot_id,
-        "BlockDeviceMapping.1.Ebs.VolumeSize": "1",
-        "BlockDeviceMapping.1.Ebs.VolumeType": "gp3",
-        "BlockDeviceMapping.1.Ebs.DeleteOnTermination": "true",
+        **root_volume("/dev/sda1", snapshot_id),
         "BlockDeviceMapping.2.DeviceName": "/dev/sdb",
         "BlockDeviceMapping.2.VirtualName": "ephemeral0",
         "TagSpecification.1.ResourceType": "image",
@@ -166,14 +173,9 @@ def test_a_bootable_registration_is_hvm_with_its_boot_mode_and_ena(
         "Name": "hvm-1",
         "VirtualizationType": "hvm",
         "Architecture": "x86_64",
-        "RootDeviceName": "/dev/xvda",
         "BootMode": "uefi",
         "EnaSupport": "true",
-        "BlockDeviceMapping.1.DeviceName": "/dev/xvda",
-        "BlockDeviceMapping.1.Ebs.SnapshotId": done.snapshot_id,
-        "BlockDeviceMapping.1.Ebs.VolumeSize": "1",
-        "BlockDeviceMapping.1.Ebs.VolumeType": "gp3",
-        "BlockDeviceMapping.1.Ebs.DeleteOnTermination": "true",
+        **root_volume("/dev/xvda", done.snapshot_id),
     }
     assert registered.request["BootMode"] == "uefi" and registered.image_id.startswith("ami-")
 
