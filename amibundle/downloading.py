@@ -48,7 +48,7 @@ from amibundle.s3.source import S3PartReader
 from amibundle.sparse import SparseWriter
 from amibundle.validate import as_optional_path, as_path, check_plain_name, check_record
 
-__all__ = ["DownloadUnbundleResult", "download_unbundle"]
+__all__ = ["DownloadUnbundleResult", "RemoteBundle", "download_unbundle", "open_remote_bundle"]
 
 log = logging.getLogger("amibundle")
 
@@ -113,6 +113,80 @@ def _fetch_manifest(conn: Connection, bucket: BucketRef, name: str) -> ParsedMan
     return parsed
 
 
+@dataclass(frozen=True)
+class RemoteBundle:
+    """A bundle in a bucket, open for one pass: its manifest fetched and
+    checked, its key unwrapped, its parts ready to stream (``reader``)."""
+
+    bucket: BucketRef
+    manifest_name: str
+    parsed: ParsedManifest
+    key: BundleKey
+    reader: S3PartReader
+    progress: Progress  # for the stream: a failure in it stops the fetches at once
+    signature_checked: bool
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.parsed.manifest
+
+    @property
+    def bytes_downloaded(self) -> int:
+        """The parts fetched so far, and the manifest."""
+        return self.reader.total + len(self.parsed.raw)
+
+
+@contextlib.contextmanager
+def open_remote_bundle(
+    bucket: BucketRef | str,
+    *,
+    settings: S3Settings,
+    manifest_name: str,
+    private_key: str | os.PathLike[str],
+    cert: str | os.PathLike[str] | None = None,
+    prefetch: int = DEFAULT_PREFETCH,
+    progress: Progress | None = None,
+    check_first: Callable[[], None] = lambda: None,
+) -> Iterator[RemoteBundle]:
+    """The bundle ``<prefix><manifest_name>`` in ``bucket``, read by
+    :func:`download_unbundle` and :func:`amibundle.ebs.s3_bundle_to_snapshot`:
+    the arguments are checked (then ``check_first``, the caller's own checks)
+    before any request; the manifest is fetched, its signature checked with
+    ``cert`` and its key unwrapped before any part; ``prefetch`` parts are
+    fetched ahead once the stream starts reading. The download's progress
+    stage spans the block; the fetches stop when it ends."""
+    bucket = as_bucket(bucket)
+    settings = check_record(settings, S3Settings, "settings")
+    check_plain_name(manifest_name, "manifest_name")
+    key_path = as_path(private_key, "private_key")
+    cert_path = as_optional_path(cert, "cert")
+    check_first()
+
+    settings = with_bucket_region(settings, bucket)
+    conn = connect(settings)
+    parsed = _fetch_manifest(conn, bucket, manifest_name)
+    m = parsed.manifest
+    if cert_path is not None:
+        check_signature(parsed, cert_path)
+    key = bundle_key(parsed, key_path)
+    batched = BatchedProgress(progress or NullProgress())
+    reader = S3PartReader(
+        conn, bucket, m.parts, m.bundled_size, prefetch=prefetch, progress=batched
+    )
+    watched = _StopOnFailure(progress or NullProgress(), reader)
+    batched.start(Stage.DOWNLOAD, m.bundled_size)
+    try:
+        yield RemoteBundle(
+            bucket, manifest_name, parsed, key, reader, watched, cert_path is not None
+        )
+    except BaseException as err:
+        batched.finish(Stage.DOWNLOAD, err)
+        raise
+    finally:
+        reader.close()
+    batched.finish(Stage.DOWNLOAD)
+
+
 def download_unbundle(
     bucket: BucketRef | str,
     *,
@@ -132,29 +206,17 @@ def download_unbundle(
     the default is the current one), over ``device`` (an existing block
     device or file) or into ``stream``. ``prefetch`` parts are fetched ahead."""
     started = time.monotonic()
-    bucket = as_bucket(bucket)
-    settings = check_record(settings, S3Settings, "settings")
-    check_plain_name(manifest_name, "manifest_name")
-    key_path = as_path(private_key, "private_key")
-    cert_path = as_optional_path(cert, "cert")
     folder, device_path = _one_output(destination, device, stream)
-    if folder is not None:
-        check_directory(folder, "destination")
 
-    settings = with_bucket_region(settings, bucket)
-    conn = connect(settings)
-    parsed = _fetch_manifest(conn, bucket, manifest_name)
-    m = parsed.manifest
-    if cert_path is not None:
-        check_signature(parsed, cert_path)
-    key = bundle_key(parsed, key_path)
-    batched = BatchedProgress(progress or NullProgress())
-    reader = S3PartReader(
-        conn, bucket, m.parts, m.bundled_size, prefetch=prefetch, progress=batched
-    )
-    watched = _StopOnFailure(progress or NullProgress(), reader)
-    batched.start(Stage.DOWNLOAD, m.bundled_size)
-    try:
+    def check_outputs() -> None:
+        if folder is not None:
+            check_directory(folder, "destination")
+
+    with open_remote_bundle(
+        bucket, settings=settings, manifest_name=manifest_name, private_key=private_key,
+        cert=cert, prefetch=prefetch, progress=progress, check_first=check_outputs,
+    ) as remote:  # fmt: skip
+        m, reader, key, watched = remote.manifest, remote.reader, remote.key, remote.progress
         if folder is not None:
             output, kind, result = _to_file(folder / m.name, m, reader, key, watched, force=force)
         elif device_path is not None:
@@ -164,24 +226,18 @@ def download_unbundle(
             assert stream is not None
             output, kind = "-", "stream"
             result = _to_stream(stream, m, reader, key, watched)
-    except BaseException as err:
-        batched.finish(Stage.DOWNLOAD, err)
-        raise
-    finally:
-        reader.close()
-    batched.finish(Stage.DOWNLOAD)
     seconds = time.monotonic() - started
     return DownloadUnbundleResult(
-        bucket=bucket,
-        manifest_key=bucket.key(manifest_name),
+        bucket=remote.bucket,
+        manifest_key=remote.bucket.key(manifest_name),
         output=output,
         output_kind=kind,
         size=result.member.size,
         digest=result.tar_sha1,
         compression=result.compression.value,
         parts=len(m.parts),
-        bytes_downloaded=reader.total + len(parsed.raw),
-        signature_checked=cert_path is not None,
+        bytes_downloaded=remote.bytes_downloaded,
+        signature_checked=remote.signature_checked,
         seconds=seconds,
         throughput=throughput(result.member.size, seconds),
     )

@@ -48,6 +48,7 @@ __all__ = [
     "RETRY_ATTEMPTS",
     "add_s3_options",
     "attempts",
+    "bucket_ref",
     "bundle_file_name",
     "check_common",
     "endpoint_url",
@@ -214,12 +215,12 @@ def check_common(args: argparse.Namespace, *, bucket: bool = True) -> None:
     if bucket:
         if not args.bucket:
             raise UsageError("missing mandatory option --bucket")
-        args.bucket_ref = _bucket_ref(args.bucket)
+        args.bucket_ref = bucket_ref(args.bucket)
     if args.sigv is not None and args.sigv not in ("2", "4"):
         raise UsageError(f"invalid value for --sigv: {args.sigv!r}: expected 2 or 4")
 
 
-def _bucket_ref(value: str) -> s3.BucketRef:
+def bucket_ref(value: str) -> s3.BucketRef:
     try:
         return s3.parse_bucket(value)
     except AmibundleError as error:

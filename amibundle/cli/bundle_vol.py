@@ -30,7 +30,7 @@ from amibundle.cli.bundle_image import (
     report,
 )
 from amibundle.errors import UsageError
-from amibundle.volume.boot import BootMode
+from amibundle.volume.boot import FIRMWARE_MODES, BootMode
 from amibundle.volume.bundle import DEFAULT_SIZE_MIB, VolumeBundleResult, bundle_volume
 from amibundle.volume.plan import EXT_TYPES, Builder, PartitionTable
 
@@ -266,7 +266,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
     parser.add_argument(
         "--boot-mode",
         metavar="MODE",
-        type=choice_prefix([mode.value for mode in BootMode]),
+        type=choice_prefix([mode.value for mode in FIRMWARE_MODES]),
         default=BootMode.LEGACY_BIOS.value,
         help="legacy-bios (default) or uefi (a GPT image with an EFI system partition); "
         "EC2's BootMode for registering the image",

@@ -6,7 +6,8 @@ Modules: :mod:`.client` (the boto3 EBS and EC2 clients, error wording),
 checksum), :mod:`.snapshot` (one snapshot's calls: start, complete, wait,
 abandon), :mod:`.bootable` (``--make-bootable``: partition table and GRUB
 around the image's file system), :mod:`.registration` (what RegisterImage
-needs for an AMI of the snapshot) and :mod:`.convert` (the library calls).
+needs for an AMI of the snapshot), :mod:`.register` (registering it) and
+:mod:`.convert` (the library calls; :mod:`.from_s3` for a bundle in a bucket).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from amibundle.ebs.convert import (
     image_to_snapshot,
     parts_to_snapshot,
 )
+from amibundle.ebs.from_s3 import s3_bundle_to_snapshot
+from amibundle.ebs.register import RegisteredImage, register_snapshot
 from amibundle.ebs.registration import EbsImageSpec, VirtualizationType, ebs_image_spec
 from amibundle.ebs.snapshot import SnapshotSpec
 from amibundle.errors import EbsError
@@ -27,6 +30,7 @@ __all__ = [
     "BootableSpec",
     "EbsError",
     "EbsImageSpec",
+    "RegisteredImage",
     "SnapshotResult",
     "SnapshotSpec",
     "VirtualizationType",
@@ -34,4 +38,6 @@ __all__ = [
     "ebs_image_spec",
     "image_to_snapshot",
     "parts_to_snapshot",
+    "register_snapshot",
+    "s3_bundle_to_snapshot",
 ]

@@ -44,7 +44,7 @@ from amibundle.results import JsonRecord
 from amibundle.sparse import data_extents
 from amibundle.validate import as_enum
 from amibundle.volume import boot, grub
-from amibundle.volume.boot import BootMode, BootSetup, KernelFiles
+from amibundle.volume.boot import BootMode, BootSetup, KernelFiles, firmware_mode
 from amibundle.volume.plan import PartitionTable
 
 __all__ = [
@@ -81,7 +81,7 @@ class BootableSpec:
 
     def __post_init__(self) -> None:
         table = as_enum(PartitionTable, self.partition, "partition")
-        mode = as_enum(BootMode, self.boot_mode, "boot_mode")
+        mode = firmware_mode(self.boot_mode, "boot_mode")
         if table is PartitionTable.NONE:
             raise UsageError("{param} must be mbr or gpt for a bootable disk", param="partition")
         if mode is BootMode.UEFI and table is not PartitionTable.GPT:

@@ -18,18 +18,18 @@ one call: ``ec2.register_image(**spec.request(name))``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
+from amibundle.ec2.registration import BlockDeviceMapping, VirtualizationType, device_path
 from amibundle.format.manifest import DeviceMapping
 from amibundle.results import JsonRecord
 from amibundle.volume.boot import BootMode
 
 __all__ = [
     "ARCHITECTURES",
-    "EbsBlockDevice",
     "EbsImageSpec",
     "VirtualizationType",
     "ebs_image_spec",
@@ -37,39 +37,6 @@ __all__ = [
 
 ARCHITECTURES = ("i386", "x86_64", "arm64")
 ROOT_VOLUME_TYPE = "gp3"
-
-
-class VirtualizationType(str, Enum):
-    HVM = "hvm"
-    PARAVIRTUAL = "paravirtual"
-
-
-@dataclass(frozen=True)
-class EbsBlockDevice:
-    """One RegisterImage block-device mapping: an EBS volume from a snapshot,
-    or an instance-store volume (``virtual_name`` ephemeralN)."""
-
-    device_name: str
-    virtual_name: str | None = None
-    snapshot_id: str | None = None
-    volume_size: int | None = None  # GiB
-    volume_type: str | None = None
-    delete_on_termination: bool | None = None
-
-    def to_api(self) -> dict[str, Any]:
-        if self.virtual_name is not None:
-            return {"DeviceName": self.device_name, "VirtualName": self.virtual_name}
-        ebs = {
-            key: value
-            for key, value in (
-                ("SnapshotId", self.snapshot_id),
-                ("VolumeSize", self.volume_size),
-                ("VolumeType", self.volume_type),
-                ("DeleteOnTermination", self.delete_on_termination),
-            )
-            if value is not None
-        }
-        return {"DeviceName": self.device_name, "Ebs": ebs}
 
 
 @dataclass(frozen=True)
@@ -80,7 +47,7 @@ class EbsImageSpec(JsonRecord):
     architecture: str | None
     virtualization_type: VirtualizationType
     root_device_name: str
-    block_device_mappings: tuple[EbsBlockDevice, ...]
+    block_device_mappings: tuple[BlockDeviceMapping, ...]
     kernel_id: str | None = None
     ramdisk_id: str | None = None
     boot_mode: BootMode | None = None
@@ -105,10 +72,25 @@ class EbsImageSpec(JsonRecord):
         request.update({key: value for key, value in optional.items() if value is not None})
         return request
 
-
-def _device(name: str) -> str:
-    """``sdb`` -> ``/dev/sdb`` (manifests often leave /dev/ out)."""
-    return name if name.startswith("/dev/") else f"/dev/{name}"
+    def aws_command(self, region: str, name: str = "NAME") -> list[str]:
+        """The ``aws ec2 register-image`` command line (as words) of :meth:`request`."""
+        mappings = [m.to_api() for m in self.block_device_mappings]
+        words = ["aws", "ec2", "register-image", "--region", region, "--name", name]
+        options = {
+            "--virtualization-type": self.virtualization_type.value,
+            "--root-device-name": self.root_device_name,
+            "--block-device-mappings": json.dumps(mappings, separators=(",", ":")),
+            "--architecture": self.architecture,
+            "--kernel-id": self.kernel_id,
+            "--ramdisk-id": self.ramdisk_id,
+            "--boot-mode": self.boot_mode.value if self.boot_mode else None,
+        }
+        for flag, value in options.items():
+            if value:
+                words += [flag, value]
+        if self.ena_support:
+            words.append("--ena-support")
+        return words
 
 
 def _is_ephemeral(virtual: str) -> bool:
@@ -130,11 +112,11 @@ def ebs_image_spec(
     boot mode of a ``--make-bootable`` disk (hvm), None for a partitionless
     image (paravirtual with ``kernel_id`` and ``ramdisk_id``)."""
     mappings = tuple(block_device_mapping)
-    named_root = next((_device(m.device) for m in mappings if m.virtual == "root"), None)
+    named_root = next((device_path(m.device) for m in mappings if m.virtual == "root"), None)
     hvm = bootable is not None
     root = named_root or ("/dev/xvda" if hvm else "/dev/sda1")
     devices = [
-        EbsBlockDevice(
+        BlockDeviceMapping(
             root,
             snapshot_id=snapshot_id,
             volume_size=volume_gib,
@@ -143,9 +125,9 @@ def ebs_image_spec(
         )
     ]
     devices += [
-        EbsBlockDevice(_device(m.device), virtual_name=m.virtual)
+        BlockDeviceMapping(device_path(m.device), virtual_name=m.virtual)
         for m in mappings
-        if _is_ephemeral(m.virtual) and _device(m.device) != root
+        if _is_ephemeral(m.virtual) and device_path(m.device) != root
     ]
     return EbsImageSpec(
         architecture=architecture if architecture in ARCHITECTURES else None,

@@ -31,6 +31,7 @@ from amibundle.s3.settings import BucketRef, S3Settings, parse_bucket
 from amibundle.validate import check_record
 
 __all__ = [
+    "ImageResult",
     "RegisterResult",
     "parse_manifest_location",
     "read_remote_manifest",
@@ -44,17 +45,22 @@ _FAILED_STATES = ("failed", "error", "invalid", "deregistered", "disabled")
 
 
 @dataclass(frozen=True)
-class RegisterResult(JsonRecord):
-    """What :func:`register_image` registered; ``request`` is RegisterImage's
-    parameters as sent."""
+class ImageResult(JsonRecord):
+    """An AMI a call registered; ``request`` is RegisterImage's parameters as sent."""
 
     image_id: str
     name: str
     region: str
-    manifest_location: str
     state: str  # "pending" unless waited for: then "available"
     request: dict[str, Any]
     seconds: float
+
+
+@dataclass(frozen=True)
+class RegisterResult(ImageResult):
+    """What :func:`register_image` registered: a bundle's AMI."""
+
+    manifest_location: str
 
 
 def parse_manifest_location(value: object) -> tuple[BucketRef, str]:

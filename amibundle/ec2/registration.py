@@ -20,6 +20,7 @@ from typing import Any
 from amibundle.errors import UsageError
 from amibundle.format.manifest import Manifest
 from amibundle.validate import Problems, as_enum
+from amibundle.volume.boot import BootMode
 
 __all__ = [
     "ARCHITECTURES",
@@ -27,6 +28,7 @@ __all__ = [
     "BootMode",
     "ImageRegistration",
     "VirtualizationType",
+    "device_path",
     "parse_mapping",
 ]
 
@@ -42,14 +44,6 @@ _RAMDISK = re.compile("ari" + _HEX_ID)
 _SNAPSHOT = re.compile("snap" + _HEX_ID)
 _EPHEMERAL = re.compile(r"ephemeral[0-9]{1,2}")
 _DEVICE = re.compile(r"(/dev/)?[a-z][a-z0-9]{1,15}")
-
-
-class BootMode(str, Enum):
-    """How an image boots (RegisterImage BootMode)."""
-
-    LEGACY_BIOS = "legacy-bios"
-    UEFI = "uefi"
-    UEFI_PREFERRED = "uefi-preferred"
 
 
 class VirtualizationType(str, Enum):
@@ -89,7 +83,7 @@ class BlockDeviceMapping:
         return {"DeviceName": self.device_name, "Ebs": ebs}
 
 
-def _device(name: str) -> str:
+def device_path(name: str) -> str:
     """``sdb`` -> ``/dev/sdb`` (manifests and users often leave /dev/ out)."""
     return name if name.startswith("/dev/") else f"/dev/{name}"
 
@@ -107,7 +101,7 @@ def parse_mapping(value: str) -> BlockDeviceMapping:
         raise _bad_mapping(value, "expected DEVICE=ephemeralN, DEVICE=none or DEVICE=SNAP:SIZE")
     if not _DEVICE.fullmatch(device):
         raise _bad_mapping(value, f"{device!r} is not a device name like /dev/sdb")
-    device = _device(device)
+    device = device_path(device)
     if _EPHEMERAL.fullmatch(target):
         return BlockDeviceMapping(device, virtual_name=target)
     if target.lower() == "none":
@@ -179,7 +173,7 @@ def _check_root(value: object) -> str | None:
     if not isinstance(value, str) or not _DEVICE.fullmatch(value):
         raise UsageError(f"{{param}} {value!r} is not a device name like /dev/sda1",
                          param="root_device_name")  # fmt: skip
-    return _device(value)
+    return device_path(value)
 
 
 def _mappings(values: Iterable[str | BlockDeviceMapping]) -> tuple[BlockDeviceMapping, ...]:
@@ -342,9 +336,9 @@ class ImageRegistration:
         device (RootDeviceName), ``swap`` has no API form and is dropped."""
         given = {m.device_name for m in self.block_device_mappings}
         from_manifest = [
-            {"DeviceName": _device(m.device), "VirtualName": m.virtual}
+            {"DeviceName": device_path(m.device), "VirtualName": m.virtual}
             for m in manifest.block_device_mapping
-            if _EPHEMERAL.fullmatch(m.virtual) and _device(m.device) not in given
+            if _EPHEMERAL.fullmatch(m.virtual) and device_path(m.device) not in given
         ]
         return from_manifest + [m.to_api() for m in self.block_device_mappings]
 
@@ -352,5 +346,5 @@ class ImageRegistration:
 def _manifest_root(manifest: Manifest) -> str | None:
     for mapping in manifest.block_device_mapping:
         if mapping.virtual == "root":
-            return _device(mapping.device)
+            return device_path(mapping.device)
     return None

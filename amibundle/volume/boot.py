@@ -32,7 +32,7 @@ from enum import Enum
 from pathlib import Path
 
 from amibundle import tools
-from amibundle.errors import BootError
+from amibundle.errors import BootError, UsageError
 from amibundle.files import write_new
 from amibundle.volume import grub
 from amibundle.volume.grub import BIOS, EFI, SECTOR, GrubPlatform, KernelFiles
@@ -42,6 +42,8 @@ __all__ = [
     "ESP_SECTORS",
     "ESP_TYPE",
     "BootMode",
+    "FIRMWARE_MODES",
+    "firmware_mode",
     "BootSetup",
     "DiskTable",
     "KernelFiles",
@@ -65,14 +67,29 @@ _FIRST = 2048  # partitions start at 1 MiB
 
 
 class BootMode(str, Enum):
-    """How the instance's firmware starts the image (EC2's ``BootMode``)."""
+    """How the instance's firmware starts the image: EC2's ``BootMode``, the one
+    definition for bundle-vol, to-ebs and register. GRUB is installed for one
+    firmware (:data:`FIRMWARE_MODES`); ``uefi-preferred`` is only registered."""
 
     LEGACY_BIOS = "legacy-bios"
     UEFI = "uefi"
+    UEFI_PREFERRED = "uefi-preferred"
 
     @property
     def platform(self) -> GrubPlatform:
         return EFI if self is BootMode.UEFI else BIOS
+
+
+FIRMWARE_MODES = (BootMode.LEGACY_BIOS, BootMode.UEFI)
+
+
+def firmware_mode(value: object, param: str) -> BootMode:
+    """``value`` (a member or its value) as one of :data:`FIRMWARE_MODES`."""
+    for mode in FIRMWARE_MODES:
+        if value is mode or value == mode.value:
+            return mode
+    choices = ", ".join(mode.value for mode in FIRMWARE_MODES)
+    raise UsageError(f"{{param}} must be one of {choices}, not {value!r}", param=param)
 
 
 # --- partition tables -----------------------------------------------------------------

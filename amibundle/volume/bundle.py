@@ -40,7 +40,7 @@ from amibundle.validate import (
     check_progress,
     check_record,
 )
-from amibundle.volume.boot import BootMode, prepare_boot
+from amibundle.volume.boot import BootMode, firmware_mode, prepare_boot
 from amibundle.volume.build import build_image
 from amibundle.volume.imds import MetadataClient
 from amibundle.volume.plan import (
@@ -167,7 +167,7 @@ def bundle_volume(
     fstab_path, fstab_variant = _fstab_choice(fstab, generate_fstab)
     requested_builder = None if builder is None else as_enum(Builder, builder, "builder")
     table = None if partition is None else as_enum(PartitionTable, partition, "partition")
-    mode = as_enum(BootMode, boot_mode, "boot_mode")
+    mode = firmware_mode(boot_mode, "boot_mode")
     client = _metadata_client(inherit, clone_only, metadata_service, say)
 
     source = source_filesystem(source_path)

@@ -25,7 +25,7 @@ def image(tmp_path: Path) -> Path:
 
 IMG = ["-i", "{image}"]
 USAGE: dict[str, tuple[list[str], str]] = {
-    "none": ([], r"missing mandatory option: give one of --manifest or --image"),
+    "none": ([], r"missing mandatory option: give one of --manifest, --bucket or --image"),
     "no-key": (["-m", "{image}"], r"missing mandatory option --privatekey .*"),
     "both": ([*IMG, "-m", "{image}"], r"--manifest cannot be combined with --image"),
     "key-with-image": (
@@ -46,6 +46,13 @@ USAGE: dict[str, tuple[list[str], str]] = {
         r"--boot-mode uefi needs a GPT disk",
     ),
     "url": ([*IMG, "--ebs-url", "ftp://x"], r"invalid value for --ebs-url: .*"),
+    "no-manifest": (["-m", "nowhere", "-k", "{image}"], r"invalid value for --manifest: .*"),
+    "bucket-image": ([*IMG, "-b", "bkt"], r"--bucket cannot be combined with --image"),
+    "bucket-key": (["-b", "bkt/p"], r"missing mandatory option --privatekey .*-b\)"),
+    "bucket-name": (["-b", "bkt", "-m", "a/b", "-k", "{image}"], r".*--manifest: 'a/b'.*"),
+    "bucket-source": (["-b", "bkt", "-k", "{image}", "--source", "/"], r"--source is for .*"),
+    "prefix-local": (["-m", "{image}", "-k", "{image}", "-p", "x"], r"--prefix is for .*"),
+    "ami-name": ([*IMG, "--register", "a"], r"--register 'a' is not a valid AMI name: .*"),
 }
 
 

@@ -97,3 +97,24 @@ def test_a_signal_at_any_moment_completes_nothing_or_everything(
         return
     # Interrupted wherever it was, even inside StartSnapshot: no snapshot is left.
     check_not_completed(ending, aws, started=False)
+
+
+def test_an_interrupted_stream_from_a_bucket_is_never_completed(
+    bundle: Path, user_id: Identity, aws: AwsStandIn, aws_proxy: Proxy
+) -> None:
+    """The same bundle read from the stand-in's bucket (-b): Ctrl-C while blocks are being
+    written stops the fetches too, and leaves no snapshot."""
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="bundles")
+    for path in bundle.parent.iterdir():
+        s3.put_object(Bucket="bundles", Key=f"in/{path.name}", Body=path.read_bytes())
+    aws_proxy.set_faults(Faults(error_rate=1.0, methods=frozenset({"PUT"})))
+    argv = [str(AMIBUNDLE), "to-ebs", "-b", "bundles/in", "-p", "disk.img",
+            "-k", str(user_id.key), "-q", "--jobs", "2"]  # fmt: skip
+    env = {**os.environ, **aws.environment(aws_proxy.endpoint_url)}
+    ending = signalled(
+        argv, 0.3, (signal.SIGINT,), env=env,
+        ready=lambda: any(r.method == "PUT" for r in aws_proxy.requests),
+    )  # fmt: skip
+    check_not_completed(ending, aws)
+    assert any(r.method == "GET" and "/bundles/in/" in r.path for r in aws_proxy.requests)
