@@ -107,14 +107,23 @@ def _usage() -> str:
     )
 
 
-def _setup_logging(debug: bool) -> None:
-    """Library warnings as ``warning: ...`` lines on stderr; details with --debug."""
+@contextlib.contextmanager
+def _logging_to_stderr(debug: bool) -> Iterator[None]:
+    """Library warnings as ``warning: ...`` lines on stderr while the command
+    runs; details with --debug. The logger is put back as it was afterwards,
+    so a caller of :func:`main` (a test, a wrapper) keeps its own logging."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     logger = logging.getLogger("amibundle")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
     logger.handlers[:] = [handler]
     logger.setLevel(logging.DEBUG if debug else logging.WARNING)
     logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.handlers[:], level, logger.propagate = saved
+        logger.setLevel(level)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -162,8 +171,8 @@ def _run_module(name: str, style: Style, prog: str, argv: Sequence[str]) -> int:
             return EXIT_CODES[style].interrupted
 
         def body(args: argparse.Namespace) -> int | None:
-            _setup_logging(args.debug)
             with contextlib.ExitStack() as folders:
+                folders.enter_context(_logging_to_stderr(args.debug))
                 for dest in parser.folders_to_make:
                     if getattr(args, dest, None) is not None:
                         folders.enter_context(made_folders(getattr(args, dest)))

@@ -328,15 +328,16 @@ def test_an_image_digest_that_does_not_match_at_the_end(
     env: Proxy, aws: AwsStandIn, tmp_path: Path, user_id: Identity, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The digest is known only once the whole stream is through, when blocks have been
-    written: the snapshot is still not completed, and deleted (blocks still queued are
-    dropped)."""
+    cut and most of them sent (how many depends on the machine's load: blocks still
+    queued are dropped): the snapshot is still not completed, and deleted."""
     bundle = make_bundle(tmp_path, user_id, "sparse")
     text = bundle.manifest.read_text()
     wrong = ("0" if bundle.digest[0] != "0" else "1") + bundle.digest[1:]
     bundle.manifest.write_text(text.replace(bundle.digest, wrong))
     with pytest.raises(IntegrityError, match="image digest mismatch"):
         bundle_to_snapshot(bundle.manifest, private_key=user_id.key)
-    assert 1 <= len(aws.ebs.calls_to("PutSnapshotBlock")) <= len(image_blocks(bundle.image))
+    assert aws.ebs.calls_to("StartSnapshot")
+    assert len(aws.ebs.calls_to("PutSnapshotBlock")) <= len(image_blocks(bundle.image))
     assert not aws.ebs.calls_to("CompleteSnapshot")
     assert snapshots(aws) == {}
 
