@@ -31,8 +31,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # Under make test the boot tests must run: a missing kernel, qemu or firmware fails them.
+# Two worker processes (pytest-xdist), each test file on one of them so that its
+# module fixtures are made once; TEST_WORKERS= runs the suite in one process.
+TEST_WORKERS ?= -n 2 --dist loadfile
 test: $(STAMP) system-tools boot-kernel lint
-	AMIBUNDLE_BOOT_TESTS=required $(BIN)/python -m pytest -p no:cacheprovider
+	AMIBUNDLE_BOOT_TESTS=required $(BIN)/python -m pytest -p no:cacheprovider $(TEST_WORKERS)
 
 # Longer fuzzing than the suite's 14 s a target: FUZZ_SECONDS per target (one
 # after the other), new inputs collected in FUZZ_WORK, then merged into

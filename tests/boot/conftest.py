@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.aws_fixtures import aws, aws_proxy, aws_session  # noqa: F401
-from tests.support.boot import BOOT_TIMES, BootKeys, cached_kernel, need, readable_keys
+from tests.support.boot import BOOT_TIME, BootKeys, cached_kernel, need, readable_keys
 from tests.support.bootroot import RootTree, build_root, is_static_elf
 from tests.support.common import Identity
 from tests.support.volume_fixtures import out_dir, world_dir  # noqa: F401
@@ -41,7 +41,14 @@ def boot_keys(world_dir: Path, ec2_id: Identity) -> BootKeys:  # noqa: F811
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if BOOT_TIMES:
+    times = [
+        (name[len(BOOT_TIME) :], seconds)
+        for kind in ("passed", "failed")
+        for report in terminalreporter.stats.get(kind, [])
+        for name, seconds in getattr(report, "user_properties", [])
+        if name.startswith(BOOT_TIME)
+    ]
+    if times:
         terminalreporter.section("boot times (qemu TCG, firmware to power-off)")
-        for name, seconds in BOOT_TIMES.items():
+        for name, seconds in sorted(times):
             terminalreporter.write_line(f"{name:<24} {seconds:5.1f} s")

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import amibundle
 from amibundle.volume.boot import ESP_TYPE, read_table
-from tests.support.boot import BOOT_TIMES, BootKeys, need
+from tests.support.boot import BOOT_TIME, BootKeys, need
 from tests.support.bootroot import CONSOLE, OWNER, RootTree
 from tests.support.qemu import BootRun, boot, missing_pieces
 from tests.support.volumes import cli, loop_attaches
@@ -134,6 +135,7 @@ def test_bundled_volume_boots(
     builder: str,
     table: str,
     mode: str,
+    record_property: Callable[[str, object], None],
 ) -> None:
     need(missing_pieces(uefi=mode == "uefi"), "apt-get install qemu-system-x86 ovmf")
     out = out_dir / "bundle"
@@ -158,5 +160,5 @@ def test_bundled_volume_boots(
         kernel=boot_kernel if table == "none" else None,
         append=FLAT_APPEND,
     )
-    BOOT_TIMES[f"{builder}-{table}-{mode}"] = run.seconds
+    record_property(f"{BOOT_TIME}{builder}-{table}-{mode}", run.seconds)
     _check_report(run, root_tree, table, mode, restored)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from amibundle.ebs import BootableSpec, bundle_to_snapshot
 from amibundle.volume.plan import PartitionTable
 from tests.support.aws import AwsStandIn
-from tests.support.boot import BOOT_TIMES, BootKeys, need
+from tests.support.boot import BOOT_TIME, BootKeys, need
 from tests.support.bootroot import RootTree
 from tests.support.ebs_readback import read_back
 from tests.support.qemu import boot, missing_pieces
@@ -49,6 +50,7 @@ def test_a_snapshot_made_bootable_boots(
     aws: AwsStandIn,
     aws_proxy: Proxy,
     monkeypatch: pytest.MonkeyPatch,
+    record_property: Callable[[str, object], None],
 ) -> None:
     need(missing_pieces(uefi=False), "apt-get install qemu-system-x86")
     bundle_dir = out_dir / "bundle"
@@ -65,7 +67,7 @@ def test_a_snapshot_made_bootable_boots(
     read_back(aws.client("ebs"), result.snapshot_id, disk, ec2=aws.client("ec2"))
 
     run = boot(disk, out_dir)
-    BOOT_TIMES["to-ebs-gpt-bios"] = run.seconds
+    record_property(f"{BOOT_TIME}to-ebs-gpt-bios", run.seconds)
     assert "begin" in run.report and "end" in run.report, f"no report from init:\n{run.tail()}"
     assert run.one("kernel") == root_tree.kernel_version
     # GRUB, from partition 2, started the image's own kernel with partition 1's PARTUUID,

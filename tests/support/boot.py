@@ -21,8 +21,10 @@ from tests.support.volumes import NOBODY
 
 REQUIRED = os.environ.get("AMIBUNDLE_BOOT_TESTS") == "required"
 KERNEL_CACHE = Path(os.environ.get("AMIBUNDLE_BOOT_KERNEL_CACHE", REPO / ".cache/boot-kernel"))
-# Seconds from starting qemu to power-off, per variant; the conftest prints them.
-BOOT_TIMES: dict[str, float] = {}
+# A test records seconds from starting qemu to power-off as a user property
+# named BOOT_TIME + variant (they travel with the report, also from pytest-xdist
+# workers); the conftest prints them at the end.
+BOOT_TIME = "boot-time:"
 
 
 def need(missing: list[str], how: str) -> None:
