@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import amibundle
+from tests.support.boot import BOOT_TIME
 from tests.support.common import CLASSIC, SHARED, SHARED_ABSENT, Identity
 
 
@@ -61,7 +62,10 @@ def _ec2_cert_env(monkeypatch: pytest.MonkeyPatch, ec2_id: Identity) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say how many tests did not run because ../shared is absent."""
+    """The boot times of tests/boot (user properties, so that they come back from
+    pytest-xdist workers; this conftest is the one the controller loads), and how
+    many tests did not run because ../shared is absent."""
+    _boot_times(terminalreporter)
     skipped = terminalreporter.stats.get("skipped", [])
     absent = sum(1 for report in skipped if SHARED_ABSENT in str(report.longrepr))
     if absent:
@@ -70,3 +74,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"(expected beside the clone at {SHARED})",
             yellow=True,
         )
+
+
+def _boot_times(terminalreporter: pytest.TerminalReporter) -> None:
+    times = [
+        (name[len(BOOT_TIME) :], seconds)
+        for kind in ("passed", "failed")
+        for report in terminalreporter.stats.get(kind, [])
+        for name, seconds in getattr(report, "user_properties", [])
+        if name.startswith(BOOT_TIME)
+    ]
+    if times:
+        terminalreporter.section("boot times (qemu TCG, firmware to power-off)")
+        for name, seconds in sorted(times):
+            terminalreporter.write_line(f"{name:<24} {seconds:5.1f} s")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.aws_fixtures import aws, aws_proxy, aws_session  # noqa: F401
-from tests.support.boot import BOOT_TIME, BootKeys, cached_kernel, need, readable_keys
+from tests.support.boot import BootKeys, cached_kernel, need, readable_keys
 from tests.support.bootroot import RootTree, build_root, is_static_elf
 from tests.support.common import Identity
 from tests.support.volume_fixtures import out_dir, world_dir  # noqa: F401
@@ -38,17 +38,3 @@ def root_tree(world_dir: Path, boot_kernel: Path) -> RootTree:  # noqa: F811
 @pytest.fixture(scope="session")
 def boot_keys(world_dir: Path, ec2_id: Identity) -> BootKeys:  # noqa: F811
     return readable_keys(world_dir / "boot-keys", ec2_id)
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    times = [
-        (name[len(BOOT_TIME) :], seconds)
-        for kind in ("passed", "failed")
-        for report in terminalreporter.stats.get(kind, [])
-        for name, seconds in getattr(report, "user_properties", [])
-        if name.startswith(BOOT_TIME)
-    ]
-    if times:
-        terminalreporter.section("boot times (qemu TCG, firmware to power-off)")
-        for name, seconds in sorted(times):
-            terminalreporter.write_line(f"{name:<24} {seconds:5.1f} s")

@@ -2,7 +2,9 @@
 written by ``to-ebs --make-bootable`` into a snapshot of the strict EBS stand-in, read back
 block by block (ListSnapshotBlocks, GetSnapshotBlock) into a disk, and booted under qemu
 with no -kernel: SeaBIOS -> GRUB (its core in the BIOS boot partition, its files in
-partition 2) -> the image's own kernel from partition 1 -> /sbin/init, which reports."""
+partition 2) -> the image's own kernel from partition 1 -> /sbin/init, which reports.
+The same snapshot is then registered: RegisterImage's parameters as sent are those of an
+HVM image that boots this way (legacy BIOS, ENA, the snapshot as /dev/xvda)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from amibundle.ebs import BootableSpec, bundle_to_snapshot
+from amibundle.ebs import BootableSpec, bundle_to_snapshot, convert
+from amibundle.ebs.register import register_snapshot
 from amibundle.volume.plan import PartitionTable
 from tests.support.aws import AwsStandIn
 from tests.support.boot import BOOT_TIME, BootKeys, need
@@ -59,8 +62,9 @@ def test_a_snapshot_made_bootable_boots(
     manifest = flat_bundle(root_tree, bundle_dir, boot_keys)
     for name, value in aws.environment(aws_proxy.endpoint_url).items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setattr(convert, "WAIT_POLL", 0.01)
     result = bundle_to_snapshot(
-        manifest, private_key=boot_keys.key, bootable=BootableSpec(PartitionTable.GPT)
+        manifest, private_key=boot_keys.key, bootable=BootableSpec(PartitionTable.GPT), wait=True
     )
     assert result.bootable is not None
     disk = out_dir / "disk.img"
@@ -91,3 +95,16 @@ def test_a_snapshot_made_bootable_boots(
     # The image's fstab names its file system by label: found in partition 1.
     assert run.one("fstab") == f"LABEL={LABEL} /dev/nvme0n1p1"
     assert "rw" in run.one("remount").split()[1].split(",")
+
+    registered = register_snapshot(result, "bootable-root")
+    (call,) = aws.ec2.calls_to("RegisterImage")
+    params = dict(call.params)
+    assert {key: params.get(key) for key in ("Name", "VirtualizationType", "BootMode",
+            "EnaSupport", "Architecture", "RootDeviceName")} == {
+        "Name": "bootable-root", "VirtualizationType": "hvm", "BootMode": "legacy-bios",
+        "EnaSupport": "true", "Architecture": "x86_64", "RootDeviceName": "/dev/xvda",
+    }  # fmt: skip
+    assert params["BlockDeviceMapping.1.DeviceName"] == "/dev/xvda"
+    assert params["BlockDeviceMapping.1.Ebs.SnapshotId"] == result.snapshot_id
+    assert "KernelId" not in params and "RamdiskId" not in params
+    assert registered.image_id.startswith("ami-")
