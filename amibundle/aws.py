@@ -54,6 +54,12 @@ NO_CREDENTIALS_HINT = (
     "AWS_SECRET_ACCESS_KEY, name a profile, or run where an instance role applies"
 )
 DENIED_HINT = "the credentials are valid but lack the permission for this request"
+# Bad or expired credentials, as every service says it; each adds its own codes.
+CREDENTIAL_CODES = frozenset(
+    {"InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+)
+# A permission missing, as S3 ("AccessDenied") and EC2 ("UnauthorizedOperation") say it.
+DENIED_CODES = frozenset({"AccessDenied", "UnauthorizedOperation"})
 
 E = TypeVar("E", bound=AmibundleError)
 
@@ -68,7 +74,7 @@ class Service(Generic[E]):
     error: type[E]
     credentials_error: type[E]
     credential_codes: frozenset[str]
-    denied_codes: frozenset[str]
+    denied_codes: frozenset[str] = DENIED_CODES
     denied_hint: str = DENIED_HINT
     endpoint: str = "the endpoint"
 

@@ -96,7 +96,6 @@ _MAPPING = Service(
     error=MappingUnavailableError,
     credentials_error=MappingUnavailableError,
     credential_codes=EC2.credential_codes,
-    denied_codes=EC2.denied_codes,
 )
 
 

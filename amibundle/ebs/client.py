@@ -61,18 +61,10 @@ EBS = aws.Service(
     name="AWS",
     error=EbsError,
     credentials_error=EbsError,
-    credential_codes=frozenset(
-        {
-            "UnrecognizedClientException",
-            "InvalidSignatureException",
-            "InvalidClientTokenId",
-            "ExpiredTokenException",
-            "ExpiredToken",
-            "AuthFailure",
-            "SignatureDoesNotMatch",
-        }
-    ),
-    denied_codes=frozenset({"AccessDeniedException", "UnauthorizedOperation", "AccessDenied"}),
+    credential_codes=aws.CREDENTIAL_CODES
+    | {"AuthFailure", "UnrecognizedClientException", "InvalidSignatureException"}
+    | {"ExpiredTokenException"},
+    denied_codes=aws.DENIED_CODES | {"AccessDeniedException"},
     denied_hint=f"{aws.DENIED_HINT} (ebs:StartSnapshot, ebs:PutSnapshotBlock, "
     "ebs:CompleteSnapshot, ec2:DescribeSnapshots, ec2:DeleteSnapshot)",
 )

@@ -42,17 +42,7 @@ EC2 = aws.Service(
     name="AWS",
     error=Ec2Error,
     credentials_error=Ec2CredentialsError,
-    credential_codes=frozenset(
-        {
-            "AuthFailure",
-            "InvalidClientTokenId",
-            "SignatureDoesNotMatch",
-            "UnrecognizedClientException",
-            "ExpiredToken",
-            "InvalidToken",
-        }
-    ),
-    denied_codes=frozenset({"UnauthorizedOperation", "AccessDenied"}),
+    credential_codes=aws.CREDENTIAL_CODES | {"AuthFailure", "UnrecognizedClientException"},
 )
 
 

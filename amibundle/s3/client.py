@@ -42,17 +42,7 @@ S3 = aws.Service(
     name="S3",
     error=S3Error,
     credentials_error=S3CredentialsError,
-    credential_codes=frozenset(
-        {
-            "InvalidAccessKeyId",
-            "SignatureDoesNotMatch",
-            "InvalidToken",
-            "ExpiredToken",
-            "TokenRefreshRequired",
-            "InvalidClientTokenId",
-        }
-    ),
-    denied_codes=frozenset({"AccessDenied"}),
+    credential_codes=aws.CREDENTIAL_CODES | {"InvalidAccessKeyId", "TokenRefreshRequired"},
     endpoint="the S3 endpoint",
 )
 
