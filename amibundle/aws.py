@@ -27,6 +27,9 @@ from amibundle.errors import AmibundleError, UsageError
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "CREDENTIAL_CODES",
+    "DENIED_CODES",
+    "DENIED_HINT",
     "READ_TIMEOUT",
     "Credentials",
     "Service",
