@@ -37,14 +37,6 @@ __all__ = [
     "sts_client",
 ]
 
-# EC2's and STS's refusals (STS says whose the credentials are).
-EC2 = aws.Service(
-    name="AWS",
-    error=Ec2Error,
-    credentials_error=Ec2CredentialsError,
-    credential_codes=aws.CREDENTIAL_CODES | {"AuthFailure", "UnrecognizedClientException"},
-)
-
 
 @dataclass(frozen=True)
 class Ec2Connection:
@@ -53,6 +45,15 @@ class Ec2Connection:
     client: Any
     region: str
     settings: S3Settings
+
+
+# EC2's and STS's refusals (STS says whose the credentials are).
+EC2 = aws.Service(
+    name="AWS",
+    error=Ec2Error,
+    credentials_error=Ec2CredentialsError,
+    credential_codes=aws.CREDENTIAL_CODES | {"AuthFailure", "UnrecognizedClientException"},
+)
 
 
 def session_for(settings: S3Settings) -> Any:

@@ -38,14 +38,6 @@ __all__ = [
     "shared_botocore_session",
 ]
 
-S3 = aws.Service(
-    name="S3",
-    error=S3Error,
-    credentials_error=S3CredentialsError,
-    credential_codes=aws.CREDENTIAL_CODES | {"InvalidAccessKeyId", "TokenRefreshRequired"},
-    endpoint="the S3 endpoint",
-)
-
 
 @dataclass(frozen=True)
 class Connection:
@@ -56,6 +48,15 @@ class Connection:
     region: str
     settings: S3Settings
     region_given: bool = True
+
+
+S3 = aws.Service(
+    name="S3",
+    error=S3Error,
+    credentials_error=S3CredentialsError,
+    credential_codes=aws.CREDENTIAL_CODES | {"InvalidAccessKeyId", "TokenRefreshRequired"},
+    endpoint="the S3 endpoint",
+)
 
 
 def connect(settings: S3Settings, *, location: str | None = None) -> Connection:
