@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from amibundle import aws
+from amibundle.aws import Service
+from amibundle.ec2.client import EC2
 from amibundle.errors import MappingError, MappingUnavailableError, UsageError
 
 __all__ = [
@@ -87,42 +90,22 @@ class KernelMapping:
 # --------------------------------------------------------------------------- EC2 clients
 
 
-_loader_lock = threading.Lock()
-_loader: Any = None
-
-
-def _botocore_session() -> Any:
-    """A botocore session sharing one model loader with the earlier ones: EC2's service
-    model is large, and loading it again for every session costs a third of a second."""
-    import botocore.session
-
-    global _loader
-    session = botocore.session.get_session()
-    with _loader_lock:
-        if _loader is None:
-            _loader = session.get_component("data_loader")
-        else:
-            session.register_component("data_loader", _loader)
-    return session
+# EC2's refusals, as the mapping's: EC2 cannot be asked.
+_MAPPING = Service(
+    name="AWS",
+    error=MappingUnavailableError,
+    credentials_error=MappingUnavailableError,
+    credential_codes=EC2.credential_codes,
+)
 
 
 class _Ec2:
     """EC2 clients per region for one :class:`Ec2Access` (thread-safe)."""
 
     def __init__(self, access: Ec2Access) -> None:
-        import boto3
-        from botocore.config import Config
-
         self._access = access
-        with _ec2_errors("set up the AWS session"):
-            self._session = boto3.session.Session(
-                aws_access_key_id=access.access_key,
-                aws_secret_access_key=access.secret_key,
-                aws_session_token=access.session_token,
-                profile_name=access.profile,
-                botocore_session=_botocore_session(),
-            )
-        self._config = Config(retries={"total_max_attempts": access.attempts, "mode": "standard"})
+        self._session = aws.session_for(access, _MAPPING)
+        self._config = aws.client_config(access.attempts)
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()  # boto3 sessions do not make clients thread-safely
         self._overrides = _endpoint_overrides()
@@ -132,8 +115,12 @@ class _Ec2:
             if region not in self._clients:
                 endpoint = self._overrides.get(region) or self._access.endpoint_url
                 with _ec2_errors(f"connect to EC2 in {region}"):
-                    self._clients[region] = self._session.client(
-                        "ec2", region_name=region, endpoint_url=endpoint, config=self._config
+                    self._clients[region] = aws.make_client(
+                        self._session,
+                        "ec2",
+                        region=region,
+                        endpoint_url=endpoint,
+                        config=self._config,
                     )
             return self._clients[region]
 
@@ -157,28 +144,11 @@ def _endpoint_overrides() -> dict[str, str]:
 
 def _unavailable(what: str, err: Exception) -> MappingUnavailableError:
     """One line for a request EC2 refused or that could not be sent."""
-    response = getattr(err, "response", None)
-    if response:
-        error = response.get("Error", {})
-        reason = f"{error.get('Code', '?')}: {error.get('Message', '')}".rstrip(": ")
-    else:
-        reason = " ".join(str(err).split())
-    return MappingUnavailableError(f"cannot {what}: {reason}")
+    return aws.failure(_MAPPING, what, err)
 
 
-@contextmanager
-def _ec2_errors(what: str) -> Iterator[None]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        yield
-    except (ClientError, BotoCoreError) as err:
-        raise _unavailable(what, err) from None
-
-
-def _error_code(err: Exception) -> str:
-    response = getattr(err, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
+def _ec2_errors(what: str) -> AbstractContextManager[None]:
+    return aws.refusals(lambda err: _unavailable(what, err))
 
 
 def _describe_ids(ec2: _Ec2, region: str, ids: Sequence[str]) -> list[dict[str, Any]] | None:
@@ -189,7 +159,7 @@ def _describe_ids(ec2: _Ec2, region: str, ids: Sequence[str]) -> list[dict[str, 
     try:
         reply = ec2.client(region).describe_images(ImageIds=list(ids))
     except ClientError as err:
-        code = _error_code(err)
+        code = aws.error_code(err)[0]
         if code in _NOT_FOUND:
             return None
         if code in _MALFORMED:

@@ -20,30 +20,21 @@ kinds of failure apart for the block writer's own retries on top.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import urlsplit
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    EndpointConnectionError,
-    HTTPClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ProfileNotFound,
-)
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from amibundle import aws
+from amibundle.aws import CONNECT_TIMEOUT, READ_TIMEOUT
 from amibundle.errors import EbsError, UsageError
 from amibundle.s3.settings import DEFAULT_REGION, S3Settings
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "EBS",
     "READ_TIMEOUT",
     "EbsConnection",
     "connect",
@@ -53,8 +44,6 @@ __all__ = [
     "is_retryable",
 ]
 
-CONNECT_TIMEOUT = 10
-READ_TIMEOUT = 60
 QUICK_TIMEOUT = 0.7  # seconds: the deletion after Ctrl-C fits in the 2 s an exit may take
 # What EBS and EC2 answer for throttling (botocore's standard mode knows them too).
 THROTTLING_CODES = frozenset(
@@ -67,20 +56,17 @@ THROTTLING_CODES = frozenset(
         "TooManyRequestsException",
     }
 )
-_CREDENTIAL_CODES = frozenset(
-    {
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "InvalidClientTokenId",
-        "ExpiredTokenException",
-        "ExpiredToken",
-        "AuthFailure",
-        "SignatureDoesNotMatch",
-    }
-)
-_CREDENTIALS_HINT = (
-    "check the access key, secret key and session token (or the profile, "
-    "environment or instance role they come from)"
+# The EBS direct APIs' refusals, and EC2's for the snapshot calls.
+EBS = aws.Service(
+    name="AWS",
+    error=EbsError,
+    credentials_error=EbsError,
+    credential_codes=aws.CREDENTIAL_CODES
+    | {"AuthFailure", "UnrecognizedClientException", "InvalidSignatureException"}
+    | {"ExpiredTokenException"},
+    denied_codes=aws.DENIED_CODES | {"AccessDeniedException"},
+    denied_hint=f"{aws.DENIED_HINT} (ebs:StartSnapshot, ebs:PutSnapshotBlock, "
+    "ebs:CompleteSnapshot, ec2:DescribeSnapshots, ec2:DeleteSnapshot)",
 )
 
 
@@ -103,12 +89,9 @@ class EbsConnection:
 
     def _client(self, name: str, service: str, url: str | None, config: Any) -> Any:
         if name not in self._clients:
-            try:
-                self._clients[name] = self._session.client(
-                    service, region_name=self.region, endpoint_url=url, config=config
-                )
-            except ValueError as err:  # an endpoint URL boto3 cannot use
-                raise UsageError(f"invalid {service.upper()} endpoint {url!r}: {err}") from None
+            self._clients[name] = aws.make_client(
+                self._session, service, region=self.region, endpoint_url=url, config=config
+            )
         return self._clients[name]
 
     def open_ebs(self, endpoint_url: str | None) -> Any:
@@ -138,23 +121,10 @@ class EbsConnection:
         return self._client("ec2_quick", "ec2", self._ec2_endpoint_url, config)
 
 
-def _region(settings: S3Settings, session: Any) -> str:
-    if settings.region:
-        return settings.region
-    for variable in ("AWS_REGION", "AWS_DEFAULT_REGION"):
-        if os.environ.get(variable):
-            return os.environ[variable]
-    configured: str | None = session.region_name
-    return configured or DEFAULT_REGION
-
-
 def _config(attempts: int, pool: int, connect_timeout: float, read_timeout: float) -> Any:
-    from botocore.config import Config
-
-    return Config(
-        # total_max_attempts counts the first try; max_attempts would not.
-        retries={"total_max_attempts": attempts, "mode": "standard"},
-        max_pool_connections=pool,
+    return aws.client_config(
+        attempts,
+        pool=pool,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         # The blocks carry their own SHA-256 (x-amz-Checksum), checked by EBS;
@@ -182,31 +152,16 @@ def connect(
     boto3's configured endpoints."""
     for url, param in ((endpoint_url, "ebs_url"), (ec2_endpoint_url, "ec2_url")):
         _check_endpoint(url, param)
-    # boto3 takes a tenth of a second to import: only commands that talk to AWS pay it.
-    import boto3
-
-    try:
-        session = boto3.session.Session(
-            aws_access_key_id=settings.access_key,
-            aws_secret_access_key=settings.secret_key,
-            aws_session_token=settings.session_token,
-            profile_name=settings.profile,
-        )
-    except ProfileNotFound:
-        raise EbsError(
-            f"AWS profile {settings.profile!r} is not in the AWS configuration files"
-        ) from None
-    conn = EbsConnection(session, _region(settings, session), settings, ec2_endpoint_url)
+    session = aws.session_for(settings, EBS)
+    region = aws.region_asked(settings.region, session) or DEFAULT_REGION
+    conn = EbsConnection(session, region, settings, ec2_endpoint_url)
     conn.open_ebs(endpoint_url)
     return conn
 
 
 def error_code(err: ClientError) -> tuple[str, int]:
-    """The error code and HTTP status of a refused request."""
-    response: dict[str, Any] = getattr(err, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code") or "")
-    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    return code or str(status), status
+    """The error code (else the HTTP status) and HTTP status of a refused request."""
+    return aws.error_code(err)
 
 
 def is_retryable(err: BaseException) -> bool:
@@ -218,63 +173,12 @@ def is_retryable(err: BaseException) -> bool:
     return isinstance(err, (BotoConnectionError, HTTPClientError))
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _reason(err: ClientError) -> str:
-    code, status = error_code(err)
-    response: dict[str, Any] = err.response or {}
-    message = _one_line(str(response.get("Error", {}).get("Message") or ""))
-    # EBS's ValidationException says why in a Reason of its own (INVALID_BLOCK, ...).
-    why = response.get("Reason")
-    retries = int(response.get("ResponseMetadata", {}).get("RetryAttempts") or 0)
-    reason = f"{code} ({status})" + (f" {why}" if why else "")
-    if retries:
-        reason += f" after {retries + 1} attempts"
-    if message and message not in (code, str(status)):
-        reason += f": {message}"
-    return reason
-
-
 def ebs_failure(what: str, err: Exception, conn: EbsConnection | None = None) -> EbsError:
-    """One clear line for a failed request: ``cannot <what>: <reason>``."""
-    if isinstance(err, ClientError):
-        code = error_code(err)[0]
-        if code in _CREDENTIAL_CODES:
-            return EbsError(
-                f"cannot {what}: AWS refused the credentials ({_reason(err)})",
-                hint=_CREDENTIALS_HINT,
-            )
-        if code in ("AccessDeniedException", "UnauthorizedOperation", "AccessDenied"):
-            return EbsError(
-                f"cannot {what}: {_reason(err)}",
-                hint="the credentials are valid but lack the permission for this request "
-                "(ebs:StartSnapshot, ebs:PutSnapshotBlock, ebs:CompleteSnapshot, "
-                "ec2:DescribeSnapshots, ec2:DeleteSnapshot)",
-            )
-        return EbsError(f"cannot {what}: {_reason(err)}")
-    if isinstance(err, NoCredentialsError):
-        return EbsError(
-            f"cannot {what}: no AWS credentials found",
-            hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, name a profile, "
-            "or run where an instance role applies",
-        )
-    if isinstance(err, PartialCredentialsError):
-        return EbsError(f"cannot {what}: {_one_line(str(err))}")
-    attempts = f" (after {conn.settings.attempts} attempts)" if conn else ""
-    if isinstance(err, EndpointConnectionError):
-        endpoint = err.kwargs.get("endpoint_url", "the endpoint")
-        return EbsError(f"cannot {what}: cannot connect to {endpoint}{attempts}")
-    if isinstance(err, BotoCoreError):
-        return EbsError(f"cannot {what}: {_one_line(str(err))}{attempts}")
-    return EbsError(f"cannot {what}: {_one_line(str(err)) or type(err).__name__}")
+    """One clear line for a failed request: ``cannot <what>: <reason>``
+    (:func:`amibundle.aws.failure`; EBS's own ``Reason`` included)."""
+    return aws.failure(EBS, what, err, conn.settings.attempts if conn else None)
 
 
-@contextmanager
-def ebs_errors(what: str, conn: EbsConnection | None = None) -> Iterator[None]:
+def ebs_errors(what: str, conn: EbsConnection | None = None) -> AbstractContextManager[None]:
     """Turns a botocore exception raised inside the block into ``ebs_failure(what, ...)``."""
-    try:
-        yield
-    except (ClientError, BotoCoreError) as err:
-        raise ebs_failure(what, err, conn) from None
+    return aws.refusals(lambda err: ebs_failure(what, err, conn))

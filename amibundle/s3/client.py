@@ -13,28 +13,23 @@ Inside the block, code that expects a particular refusal catches
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ProfileNotFound,
-)
+from botocore.exceptions import ClientError
 
-from amibundle.errors import NoSuchBucketError, S3CredentialsError, S3Error, UsageError
+from amibundle import aws
+from amibundle.aws import CONNECT_TIMEOUT, READ_TIMEOUT, shared_botocore_session
+from amibundle.errors import NoSuchBucketError, S3CredentialsError, S3Error
 from amibundle.s3.engine import UploadBody
 from amibundle.s3.settings import DEFAULT_REGION, S3Settings, given_region, is_aws_url
 
 __all__ = [
     "CONNECT_TIMEOUT",
     "READ_TIMEOUT",
+    "S3",
     "Connection",
     "connect",
     "error_code",
@@ -42,9 +37,6 @@ __all__ = [
     "s3_failure",
     "shared_botocore_session",
 ]
-
-CONNECT_TIMEOUT = 10
-READ_TIMEOUT = 60
 
 
 @dataclass(frozen=True)
@@ -58,27 +50,22 @@ class Connection:
     region_given: bool = True
 
 
+S3 = aws.Service(
+    name="S3",
+    error=S3Error,
+    credentials_error=S3CredentialsError,
+    credential_codes=aws.CREDENTIAL_CODES | {"InvalidAccessKeyId", "TokenRefreshRequired"},
+    endpoint="the S3 endpoint",
+)
+
+
 def connect(settings: S3Settings, *, location: str | None = None) -> Connection:
     """A thread-safe S3 client for ``settings``: the region is the one given
     (:func:`~amibundle.s3.settings.given_region`), else us-east-1; the
     endpoint is ``settings.endpoint_url``, else boto3's own configuration
     (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, a profile's endpoint_url), else AWS."""
-    # boto3 takes a tenth of a second to import: only commands that talk to S3 pay it.
-    import boto3
-
-    try:
-        session = boto3.session.Session(
-            aws_access_key_id=settings.access_key,
-            aws_secret_access_key=settings.secret_key,
-            aws_session_token=settings.session_token,
-            profile_name=settings.profile,
-            botocore_session=shared_botocore_session(),
-        )
-        configured = session.region_name
-    except ProfileNotFound:
-        raise S3CredentialsError(
-            f"AWS profile {settings.profile!r} is not in the AWS configuration files"
-        ) from None
+    session = aws.session_for(settings, S3)
+    configured = session.region_name
     given = given_region(settings, location=location, configured=configured)
     region = given or DEFAULT_REGION
     client = _client(session, settings, region, path_style=bool(settings.endpoint_url))
@@ -94,15 +81,10 @@ def connect(settings: S3Settings, *, location: str | None = None) -> Connection:
 
 
 def _client(session: Any, settings: S3Settings, region: str, *, path_style: bool) -> Any:
-    from botocore.config import Config
-
-    config = Config(
+    config = aws.client_config(
+        settings.attempts,
+        pool=settings.jobs + 4,
         signature_version="s3v4",
-        # total_max_attempts counts the first try; max_attempts would not.
-        retries={"total_max_attempts": settings.attempts, "mode": "standard"},
-        max_pool_connections=settings.jobs + 4,
-        connect_timeout=CONNECT_TIMEOUT,
-        read_timeout=READ_TIMEOUT,
         # Newer botocore adds CRC trailers to every upload by default; several
         # S3-compatible servers reject them. Content-MD5 protects our PUTs.
         request_checksum_calculation="when_required",
@@ -115,31 +97,9 @@ def _client(session: Any, settings: S3Settings, region: str, *, path_style: bool
         if path_style
         else {"payload_signing_enabled": False},
     )
-    try:
-        return session.client(
-            "s3", region_name=region, endpoint_url=settings.endpoint_url, config=config
-        )
-    except ValueError as err:  # an endpoint URL boto3 cannot use
-        raise UsageError(f"invalid S3 endpoint {settings.endpoint_url!r}: {err}") from None
-
-
-_loader_lock = threading.Lock()
-_loader: Any = None
-
-
-def shared_botocore_session() -> Any:
-    """A new botocore session sharing one model loader with the earlier ones:
-    loading S3's service model again for every client costs 0.1 s."""
-    import botocore.session
-
-    global _loader
-    session = botocore.session.get_session()
-    with _loader_lock:
-        if _loader is None:
-            _loader = session.get_component("data_loader")
-        else:
-            session.register_component("data_loader", _loader)
-    return session
+    return aws.make_client(
+        session, "s3", region=region, endpoint_url=settings.endpoint_url, config=config
+    )
 
 
 def _body_signal(sending: bool) -> Callable[..., None]:
@@ -153,89 +113,21 @@ def _body_signal(sending: bool) -> Callable[..., None]:
 
 # --------------------------------------------------------------------------- error messages
 
-_CREDENTIAL_CODES = frozenset(
-    {
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "InvalidToken",
-        "ExpiredToken",
-        "TokenRefreshRequired",
-        "InvalidClientTokenId",
-    }
-)
-_CREDENTIALS_HINT = (
-    "check the access key, secret key and session token (or the profile, "
-    "environment or instance role they come from)"
-)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
 
 def error_code(err: ClientError) -> tuple[str, int]:
-    """The S3 error code and HTTP status of a refused request."""
-    response: dict[str, Any] = getattr(err, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code") or "")
-    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    return code or str(status), status
-
-
-def _client_error_reason(err: ClientError) -> str:
-    code, status = error_code(err)
-    response: dict[str, Any] = err.response or {}
-    message = _one_line(str(response.get("Error", {}).get("Message") or ""))
-    retries = int(response.get("ResponseMetadata", {}).get("RetryAttempts") or 0)
-    reason = f"{code} ({status})"
-    if retries:
-        reason += f" after {_count(retries + 1, 'attempt')}"
-    if message and message not in (code, str(status)):
-        reason += f": {message}"
-    return reason
+    """The S3 error code (else the HTTP status) and HTTP status of a refused request."""
+    return aws.error_code(err)
 
 
 def s3_failure(what: str, err: Exception, conn: Connection | None = None) -> S3Error:
-    """One clear line for a failed request: ``cannot <what>: <reason>``."""
-    if isinstance(err, ClientError):
-        code = error_code(err)[0]
-        reason = _client_error_reason(err)
-        if code in _CREDENTIAL_CODES:
-            return S3CredentialsError(
-                f"cannot {what}: S3 refused the credentials ({reason})", hint=_CREDENTIALS_HINT
-            )
-        if code == "NoSuchBucket":
-            return NoSuchBucketError(f"cannot {what}: the bucket does not exist ({reason})")
-        if code == "AccessDenied":
-            return S3Error(
-                f"cannot {what}: {reason}",
-                hint="the credentials are valid but lack the permission for this request",
-            )
-        return S3Error(f"cannot {what}: {reason}")
-    if isinstance(err, NoCredentialsError):
-        return S3CredentialsError(
-            f"cannot {what}: no AWS credentials found",
-            hint="give an access key and secret key, set AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY, or name a profile",
-        )
-    if isinstance(err, PartialCredentialsError):
-        return S3CredentialsError(f"cannot {what}: {_one_line(str(err))}")
-    attempts = f" (after {_count(conn.settings.attempts, 'attempt')})" if conn else ""
-    if isinstance(err, EndpointConnectionError):
-        endpoint = err.kwargs.get("endpoint_url", "the S3 endpoint")
-        return S3Error(f"cannot {what}: cannot connect to {endpoint}{attempts}")
-    if isinstance(err, BotoCoreError):
-        return S3Error(f"cannot {what}: {_one_line(str(err))}{attempts}")
-    return S3Error(f"cannot {what}: {_one_line(str(err)) or type(err).__name__}")
+    """One clear line for a failed request: ``cannot <what>: <reason>``
+    (:func:`amibundle.aws.failure`; a missing bucket is a NoSuchBucketError)."""
+    if isinstance(err, ClientError) and error_code(err)[0] == "NoSuchBucket":
+        reason = aws.refusal_reason(err)
+        return NoSuchBucketError(f"cannot {what}: the bucket does not exist ({reason})")
+    return aws.failure(S3, what, err, conn.settings.attempts if conn else None)
 
 
-@contextmanager
-def s3_errors(what: str, conn: Connection | None = None) -> Iterator[None]:
+def s3_errors(what: str, conn: Connection | None = None) -> AbstractContextManager[None]:
     """Turns a botocore exception raised inside the block into ``s3_failure(what, ...)``."""
-    try:
-        yield
-    except (ClientError, BotoCoreError) as err:
-        raise s3_failure(what, err, conn) from None
+    return aws.refusals(lambda err: s3_failure(what, err, conn))
