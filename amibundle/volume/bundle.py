@@ -141,62 +141,23 @@ def bundle_volume(
     say = notify or (lambda line: log.info("%s", line))
     metadata = check_optional_record(metadata, BundleMetadata, "metadata")
     keys = check_optional_record(keys, BundleKeys, "keys")
-    if (metadata is None) != (keys is None):
-        raise UsageError("give both metadata and keys to bundle, or neither to make only the image")
-    clone_only = metadata is None
-    if upload is not None:
-        from amibundle.uploading import UploadTarget
-
-        check_record(upload, UploadTarget, "upload")
-        if clone_only:
-            raise UsageError("{param} needs metadata and keys: an image only is not uploaded",
-                             param="upload")  # fmt: skip
+    _check_what_to_bundle(metadata, keys, upload)
     progress = check_progress(progress)
     source_path = _checked_volume(volume)
     folder = as_path(destination, "destination")
     check_directory(folder, "destination")
     name = check_plain_name(prefix, "prefix")
-    image_path = folder / name
-    manifest_path = folder / f"{name}.manifest.xml"
-    generated = keys.generated.paths if keys is not None and keys.generated is not None else ()
-    bundle_files = [] if clone_only or upload is not None else [manifest_path, *generated]
-    refuse_existing([image_path, *bundle_files], force=force)
+    refuse_existing(_outputs(folder, name, keys, upload), force=force)
     _check_size(size_mib, size_checks=size_checks)
     check_patterns_exist(source_path, exclude, "exclude")
     check_patterns_exist(source_path, include, "include")
-    fstab_path, fstab_variant = _fstab_choice(fstab, generate_fstab)
-    requested_builder = None if builder is None else as_enum(Builder, builder, "builder")
-    table = None if partition is None else as_enum(PartitionTable, partition, "partition")
-    mode = firmware_mode(boot_mode, "boot_mode")
-    client = _metadata_client(inherit, clone_only, metadata_service, say)
-
-    source = source_filesystem(source_path)
-    chosen_table = partition_for(table, source_path, say, boot_mode=mode)
-    chosen_type = fs_type or _default_fs_type(source.fs_type)
-    chosen = choose_builder(requested_builder, chosen_type)
-    uuid = source.uuid or new_uuid()
-    # GRUB, its tools and a kernel in the volume are checked now, not after the copy.
-    boot = (
-        None
-        if chosen_table is PartitionTable.NONE
-        else prepare_boot(source_path, mode, uuid=uuid, fs_type=chosen_type, bootloader=bootloader)
-    )
-    spec = ImageSpec(
-        path=image_path,
-        size=None if size_mib is None else size_mib * MiB,
-        fs_type=chosen_type,
-        label=label if label is not None else source.label,
-        uuid=uuid,
-        partition=chosen_table,
-        fstab=fstab_path,
-        generate_fstab=fstab_variant,
-        grub_config=_input_file(grub_config, "grub_config"),
-        script=_input_file(script, "script"),
-        keep_partial=keep_partial,
-        force=force,
-        max_size=MAX_IMAGE_SIZE if size_checks else None,
-        boot=boot,
-    )
+    client = _metadata_client(inherit, metadata is None, metadata_service, say)
+    spec, chosen = _image_spec(
+        source_path, folder / name, say, size_mib=size_mib, partition=partition, fstab=fstab,
+        generate_fstab=generate_fstab, grub_config=grub_config, script=script, builder=builder,
+        fs_type=fs_type, label=label, bootloader=bootloader, boot_mode=boot_mode,
+        keep_partial=keep_partial, force=force, size_checks=size_checks,
+    )  # fmt: skip
     say(f"Using the {chosen.value} builder: {spec.fs_type}, partitions: {spec.partition.value}")
     rules = rules_for_volume(
         source_path,
@@ -226,18 +187,97 @@ def bundle_volume(
         )  # fmt: skip
     else:
         bundle = bundle_image(
-            built.image_path,
-            metadata=metadata,
-            keys=keys,
-            destination=folder,
-            prefix=name,
-            size_checks=size_checks,
-            part_size=part_size,
-            codec=codec,
-            force=force,
+            built.image_path, metadata=metadata, keys=keys, destination=folder, prefix=name,
+            size_checks=size_checks, part_size=part_size, codec=codec, force=force,
             progress=progress,
-        )
+        )  # fmt: skip
     return _result(built, inherited, bundle, started)
+
+
+def _image_spec(
+    source_path: Path,
+    image_path: Path,
+    say: Callable[[str], None],
+    *,
+    size_mib: int | None,
+    partition: PartitionTable | str | None,
+    fstab: str | os.PathLike[str] | None,
+    generate_fstab: FstabVariant | str | None,
+    grub_config: str | os.PathLike[str] | None,
+    script: str | os.PathLike[str] | None,
+    builder: Builder | str | None,
+    fs_type: str | None,
+    label: str | None,
+    bootloader: bool,
+    boot_mode: BootMode | str,
+    keep_partial: bool,
+    force: bool,
+    size_checks: bool,
+) -> tuple[ImageSpec, Builder]:
+    """What image to build from ``source_path`` and with which builder: the
+    caller's choices checked, the rest taken from the volume (its file system
+    type, label, UUID, the root disk's partition table). GRUB, its tools and a
+    kernel in the volume are checked now, not after the copy."""
+    fstab_path, fstab_variant = _fstab_choice(fstab, generate_fstab)
+    requested = None if builder is None else as_enum(Builder, builder, "builder")
+    table = None if partition is None else as_enum(PartitionTable, partition, "partition")
+    mode = firmware_mode(boot_mode, "boot_mode")
+    grub_path = _input_file(grub_config, "grub_config")
+    script_path = _input_file(script, "script")
+    source = source_filesystem(source_path)
+    chosen_table = partition_for(table, source_path, say, boot_mode=mode)
+    chosen_type = fs_type or _default_fs_type(source.fs_type)
+    chosen = choose_builder(requested, chosen_type)
+    uuid = source.uuid or new_uuid()
+    boot = (
+        None
+        if chosen_table is PartitionTable.NONE
+        else prepare_boot(source_path, mode, uuid=uuid, fs_type=chosen_type, bootloader=bootloader)
+    )
+    spec = ImageSpec(
+        path=image_path,
+        size=None if size_mib is None else size_mib * MiB,
+        fs_type=chosen_type,
+        label=label if label is not None else source.label,
+        uuid=uuid,
+        partition=chosen_table,
+        fstab=fstab_path,
+        generate_fstab=fstab_variant,
+        grub_config=grub_path,
+        script=script_path,
+        keep_partial=keep_partial,
+        force=force,
+        max_size=MAX_IMAGE_SIZE if size_checks else None,
+        boot=boot,
+    )
+    return spec, chosen
+
+
+def _check_what_to_bundle(
+    metadata: BundleMetadata | None, keys: BundleKeys | None, upload: UploadTarget | None
+) -> None:
+    """Both metadata and keys (a bundle) or neither (the image only, which is
+    never uploaded)."""
+    if (metadata is None) != (keys is None):
+        raise UsageError("give both metadata and keys to bundle, or neither to make only the image")
+    if upload is not None:
+        from amibundle.uploading import UploadTarget
+
+        check_record(upload, UploadTarget, "upload")
+        if metadata is None:
+            raise UsageError("{param} needs metadata and keys: an image only is not uploaded",
+                             param="upload")  # fmt: skip
+
+
+def _outputs(
+    folder: Path, name: str, keys: BundleKeys | None, upload: UploadTarget | None
+) -> list[Path]:
+    """The files this run will publish in ``folder``: the image, and the
+    manifest and generated keys of a bundle written there."""
+    if keys is None or upload is not None:
+        return [folder / name]
+    generated = keys.generated.paths if keys.generated is not None else ()
+    return [folder / name, folder / f"{name}.manifest.xml", *generated]
 
 
 def _own_paths(destination: Path, name: str) -> list[Path]:
