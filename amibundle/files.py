@@ -30,6 +30,7 @@ __all__ = [
     "check_directory",
     "made_folders",
     "publish",
+    "pwrite_all",
     "refuse_existing",
     "temp_output",
     "write_all",
@@ -180,6 +181,17 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def pwrite_all(fd: int, data: memoryview, offset: int, name: str) -> None:
+    """Writes all of ``data`` at ``offset`` of ``fd`` (os.pwrite may write less);
+    a failure is a :class:`StorageError` naming ``name``."""
+    while data:
+        try:
+            n = os.pwrite(fd, data, offset)
+        except OSError as err:
+            raise StorageError(f"cannot write {name}: {err.strerror}") from None
+        data, offset = data[n:], offset + n
 
 
 def _fail(action: str, path: Path, err: OSError) -> StorageError:

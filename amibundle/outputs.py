@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from amibundle.errors import StorageError, UsageError
+from amibundle.files import pwrite_all
 
 __all__ = ["DeviceWriter", "StreamWriter", "open_device"]
 
@@ -139,12 +140,7 @@ class DeviceWriter:
         self.written = 0
 
     def _pwrite(self, data: memoryview, offset: int) -> None:
-        while data:
-            try:
-                n = os.pwrite(self._fd, data, offset)
-            except OSError as err:
-                raise StorageError(f"cannot write {self._name}: {err.strerror}") from None
-            data, offset = data[n:], offset + n
+        pwrite_all(self._fd, data, offset, self._name)
 
     def _zero(self, start: int, end: int) -> None:
         """Makes bytes ``start`` to ``end`` zero."""

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from amibundle.errors import StorageError
+from amibundle.files import pwrite_all
 from amibundle.format.tar import Extent, ExtentMap
 
 __all__ = [
@@ -206,12 +207,7 @@ class SparseWriter:
         self._pwrite(data[start:], offset + start)
 
     def _pwrite(self, data: memoryview, offset: int) -> None:
-        while data:
-            try:
-                n = os.pwrite(self._fd, data, offset)
-            except OSError as err:
-                raise StorageError(f"cannot write {self._path}: {err.strerror}") from None
-            data, offset = data[n:], offset + n
+        pwrite_all(self._fd, data, offset, self._path)
 
     def finish(self, size: int) -> None:
         self._flush()

@@ -41,6 +41,7 @@ from amibundle.cli._values import integer
 from amibundle.errors import AmibundleError, UsageError
 
 __all__ = [
+    "check_bundle_names",
     "check_manifest_or_prefix",
     "finish_s3_parser",
     "CLASSIC_COMMON_LONGS",
@@ -304,3 +305,12 @@ def check_manifest_or_prefix(args: argparse.Namespace) -> None:
     """-m and -p name the same thing two ways: at most one of them."""
     if args.manifest is not None and args.prefix is not None:
         raise UsageError("--manifest cannot be combined with --prefix")
+
+
+def check_bundle_names(args: argparse.Namespace) -> None:
+    """At most one of -m and -p, and whichever is given a plain file name
+    (download, download-unbundle, to-ebs -b)."""
+    check_manifest_or_prefix(args)
+    for option, value in (("--manifest", args.manifest), ("--prefix", args.prefix)):
+        if value is not None:
+            bundle_file_name(option, value)

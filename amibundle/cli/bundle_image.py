@@ -152,6 +152,19 @@ def add_key_options(
         )
 
 
+def add_image_type_options(parser: OptionParser) -> None:
+    """--image-type and --kernel-name: shared with bundle-upload (a volume is a machine)."""
+    parser.add_argument(
+        "--image-type",
+        choices=["machine", "kernel", "ramdisk"],
+        default="machine",
+        help="what the image is (default: machine)",
+    )
+    parser.add_argument(
+        "--kernel-name", metavar="NAME", help="for --image-type kernel: the kernel's name"
+    )
+
+
 def add_manifest_options(parser: OptionParser) -> None:
     """Manifest metadata: shared with bundle-vol."""
     parser.add_argument(
@@ -306,15 +319,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
         help="bundle file names and image name (default: the image's name)",
     )
     add_manifest_options(parser)
-    parser.add_argument(
-        "--image-type",
-        choices=["machine", "kernel", "ramdisk"],
-        default="machine",
-        help="what the image is (default: machine)",
-    )
-    parser.add_argument(
-        "--kernel-name", metavar="NAME", help="for --image-type kernel: the kernel's name"
-    )
+    add_image_type_options(parser)
     add_output_options(parser)
     add_progress_option(parser)
     add_common_options(parser)

@@ -16,6 +16,7 @@ from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._s3options import add_s3_options, check_common, note_sigv, settings_from
 from amibundle.cli._values import existing_file
 from amibundle.cli.bundle_image import (
+    add_image_type_options,
     add_key_options,
     add_manifest_options,
     add_output_options,
@@ -23,7 +24,13 @@ from amibundle.cli.bundle_image import (
     codec_of,
     note_missing_mappings,
 )
-from amibundle.cli.upload import ACLS, confirm_bucket_name, location, note_derived_location
+from amibundle.cli.upload import (
+    ACLS,
+    confirm_bucket_name,
+    location,
+    note_derived_location,
+    report_bucket,
+)
 from amibundle.errors import LeftoversError, UsageError
 from amibundle.identity import BundleKeys
 from amibundle.metadata import BundleMetadata
@@ -37,6 +44,7 @@ __all__ = [
     "add_upload_options",
     "build_parser",
     "keys_and_metadata",
+    "prepare_upload",
     "report",
     "run",
     "upload_settings",
@@ -123,15 +131,7 @@ def add_bundle_upload_options(parser: OptionParser, *, image_required: bool = Tr
         help="bundle object names and image name (default: the image's name)",
     )
     add_manifest_options(parser)
-    parser.add_argument(
-        "--image-type",
-        choices=["machine", "kernel", "ramdisk"],
-        default="machine",
-        help="what the image is (default: machine)",
-    )
-    parser.add_argument(
-        "--kernel-name", metavar="NAME", help="for --image-type kernel: the kernel's name"
-    )
+    add_image_type_options(parser)
     add_upload_options(parser)
     add_output_options(parser)  # --force replaces a bundle of the same name in the bucket
 
@@ -205,11 +205,7 @@ def report(result: BundleUploadResult, *, json_output: bool, tool: str) -> None:
     if json_output:
         print_json(result.to_dict())
         return
-    name = result.bucket.bucket
-    if result.bucket_created:
-        print(f"Created bucket {name} in {result.region}")
-    if result.ownership_changed:
-        print(f"Set Object Ownership of bucket {name} to BucketOwnerPreferred")
+    report_bucket(result)
     if result.replaced_keys:
         print(f"Deleted {len(result.replaced_keys)} parts of the bundle it replaced")
     print(
@@ -219,17 +215,27 @@ def report(result: BundleUploadResult, *, json_output: bool, tool: str) -> None:
     )
 
 
-def run(args: argparse.Namespace, style: Style) -> int | None:
-    check_image_file(args)
-    bucket: s3.BucketRef = args.bucket_ref
-    confirm_bucket_name(bucket, batch=args.batch)
-    # Printed once the library has checked everything and made the bucket
-    # ready: never before an error about an argument.
+def prepare_upload(
+    args: argparse.Namespace,
+) -> tuple[Announcements, s3.S3Settings, BundleKeys, BundleMetadata]:
+    """What bundle-upload and install check and ask before anything is read: the
+    image's size (with -i), the bucket's name, the settings and account, the keys
+    and the manifest's fields. The notes are printed once the library has checked
+    everything and starts working: never before an error about an argument."""
+    if args.image is not None:
+        check_image_file(args)
+    confirm_bucket_name(args.bucket_ref, batch=args.batch)
     notes = Announcements.of(args)
     note_sigv(args, notes)
     note_derived_location(args, notes)
     settings, account = upload_settings(args)
     keys, metadata = keys_and_metadata(args, settings, account, notes)
+    return notes, settings, keys, metadata
+
+
+def run(args: argparse.Namespace, style: Style) -> int | None:
+    bucket: s3.BucketRef = args.bucket_ref
+    notes, settings, keys, metadata = prepare_upload(args)
     codec = codec_of(args, notes)
     if not args.json:
         notes.add(f"Bundling {args.image} into {bucket.url()} ...")

@@ -19,9 +19,8 @@ from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._s3options import (
     CLASSIC_COMMON_LONGS,
     add_s3_options,
-    bundle_file_name,
+    check_bundle_names,
     check_common,
-    check_manifest_or_prefix,
     finish_s3_parser,
     note_sigv,
     settings_from,
@@ -123,11 +122,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
 def _check(args: argparse.Namespace) -> None:
     """Classic order: access key, secret key, bucket, --sigv, (private key), -p/-m."""
     check_common(args)
-    check_manifest_or_prefix(args)
-    if args.manifest is not None:
-        bundle_file_name("--manifest", args.manifest)
-    if args.prefix is not None:
-        bundle_file_name("--prefix", args.prefix)
+    check_bundle_names(args)
     if getattr(args, "unbundle", False):
         from amibundle.cli.download_unbundle import check_output
 

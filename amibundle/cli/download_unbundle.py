@@ -16,9 +16,8 @@ from amibundle.cli._options import OptionParser, Style, exclusive
 from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._s3options import (
     add_s3_options,
-    bundle_file_name,
+    check_bundle_names,
     check_common,
-    check_manifest_or_prefix,
     finish_s3_parser,
     note_sigv,
     settings_from,
@@ -129,10 +128,7 @@ def build_parser(style: Style, prog: str) -> OptionParser:
 
 def _check(args: argparse.Namespace) -> None:
     check_common(args)
-    check_manifest_or_prefix(args)
-    for option, value in (("--manifest", args.manifest), ("--prefix", args.prefix)):
-        if value is not None:
-            bundle_file_name(option, value)
+    check_bundle_names(args)
     if args.privatekey is None:
         raise UsageError("missing mandatory option --privatekey")
     check_output(args)

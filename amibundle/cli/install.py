@@ -17,21 +17,18 @@ from amibundle.cli._aws import (
 from amibundle.cli._common import Announcements, command_parser, print_json
 from amibundle.cli._options import OptionParser, Style, add_check, add_common_options, exclusive
 from amibundle.cli._progress import add_progress_option, progress_for
-from amibundle.cli._s3options import check_common, note_sigv
+from amibundle.cli._s3options import check_common
 from amibundle.cli._values import choice_prefix, comma_list, existing_dir
 from amibundle.cli.bundle_image import codec_of
 from amibundle.cli.bundle_upload import (
     add_bundle_upload_options,
-    check_image_file,
     check_key_pair_given,
-    keys_and_metadata,
-    upload_settings,
+    prepare_upload,
 )
 from amibundle.cli.bundle_upload import (
     report as report_upload,
 )
 from amibundle.cli.bundle_vol import size_value
-from amibundle.cli.upload import confirm_bucket_name, note_derived_location
 from amibundle.errors import LeftoversError, UsageError
 from amibundle.identity import BundleKeys
 from amibundle.installing import check_registration, install_image, register_uploaded
@@ -163,16 +160,8 @@ def _report(upload: BundleUploadResult, image_id: str, state: str, args: argpars
 
 
 def run(args: argparse.Namespace, style: Style) -> int | None:
-    if args.image is not None:
-        check_image_file(args)
     bucket: s3.BucketRef = args.bucket_ref
-    confirm_bucket_name(bucket, batch=args.batch)
-    # Printed once the library starts working: never before an error about an argument.
-    notes = Announcements.of(args)
-    note_sigv(args, notes)
-    note_derived_location(args, notes)
-    settings, account = upload_settings(args)
-    keys, metadata = keys_and_metadata(args, settings, account, notes)
+    notes, settings, keys, metadata = prepare_upload(args)
     registration = registration_of(args, own_kernel=False)
     check_registration(registration, metadata)
     codec = codec_of(args, notes)

@@ -12,8 +12,7 @@ from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._s3options import (
     attempts,
     bucket_ref,
-    bundle_file_name,
-    check_manifest_or_prefix,
+    check_bundle_names,
     endpoint_url,
     jobs,
     region_name,
@@ -283,10 +282,7 @@ def _check_local(args: argparse.Namespace) -> None:
 
 def _check_bucket(args: argparse.Namespace) -> None:
     args.bucket_ref = bucket_ref(args.bucket)
-    check_manifest_or_prefix(args)
-    for option, value in (("--manifest", args.manifest), ("--prefix", args.prefix)):
-        if value is not None:
-            bundle_file_name(option, value)
+    check_bundle_names(args)
     if args.privatekey is None:
         raise UsageError("missing mandatory option --privatekey (the bundle's key, for -b)")
     if args.source is not None:

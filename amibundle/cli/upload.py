@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Protocol
 
 from amibundle import s3
 from amibundle.cli._common import (
@@ -29,7 +30,15 @@ from amibundle.cli._s3options import (
 from amibundle.cli._values import existing_dir, existing_file, integer
 from amibundle.errors import UsageError
 
-__all__ = ["ACLS", "CLASSIC_LOCATIONS", "build_parser", "location", "run"]
+__all__ = [
+    "ACLS",
+    "CLASSIC_LOCATIONS",
+    "PreparedBucket",
+    "build_parser",
+    "location",
+    "report_bucket",
+    "run",
+]
 
 DESCRIPTION = "Upload a bundle (its parts, then its manifest) to S3, creating the bucket if needed."
 ACLS = s3.CANNED_ACLS
@@ -198,15 +207,33 @@ def confirm_bucket_name(bucket: s3.BucketRef, *, batch: bool) -> None:
     )
 
 
-def report(result: s3.UploadResult, *, json_output: bool) -> None:
-    if json_output:
-        print_json(result.to_dict())
-        return
+class PreparedBucket(Protocol):
+    """What an upload's result says about the bucket it made ready."""
+
+    @property
+    def bucket(self) -> s3.BucketRef: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def bucket_created(self) -> bool: ...
+    @property
+    def ownership_changed(self) -> bool: ...
+
+
+def report_bucket(result: PreparedBucket) -> None:
+    """The lines upload and bundle-upload print when they changed the bucket."""
     name = result.bucket.bucket
     if result.bucket_created:
         print(f"Created bucket {name} in {result.region}")
     if result.ownership_changed:
         print(f"Set Object Ownership of bucket {name} to BucketOwnerPreferred")
+
+
+def report(result: s3.UploadResult, *, json_output: bool) -> None:
+    if json_output:
+        print_json(result.to_dict())
+        return
+    report_bucket(result)
     if result.parts_before_first:
         print(f"Skipped {plural(result.parts_before_first, 'part')} numbered below --part")
     manifest = (

@@ -17,7 +17,13 @@ from amibundle.errors import AclsDisabledError, LocationMismatchError, S3Error
 from amibundle.s3.client import Connection, connect, error_code, s3_errors
 from amibundle.s3.settings import DEFAULT_REGION, BucketRef, S3Settings, region_of_location
 
-__all__ = ["acls_disabled", "bucket_region", "prepare_bucket", "with_bucket_region"]
+__all__ = [
+    "acls_disabled",
+    "bucket_location",
+    "bucket_region",
+    "prepare_bucket",
+    "with_bucket_region",
+]
 
 log = logging.getLogger("amibundle.s3")
 
@@ -132,10 +138,10 @@ def _check_ownership(conn: Connection, bucket: BucketRef, *, fix: bool) -> bool:
     return True
 
 
-def bucket_region(conn: Connection, bucket: BucketRef) -> str | None:
-    """The region an existing bucket is in; None when there is no such bucket.
-    (GetBucketLocation answers for a bucket of any region, whatever region
-    the request is signed for.)"""
+def bucket_location(conn: Connection, bucket: BucketRef) -> str | None:
+    """Where an existing bucket is as S3 names it (``US`` for US Standard); None when
+    there is no such bucket. (GetBucketLocation answers for a bucket of any region,
+    whatever region the request is signed for.)"""
     with s3_errors(f"look up bucket {bucket.bucket}", conn):
         try:
             reply = conn.client.get_bucket_location(Bucket=bucket.bucket)
@@ -143,7 +149,13 @@ def bucket_region(conn: Connection, bucket: BucketRef) -> str | None:
             if error_code(err)[0] == "NoSuchBucket":
                 return None
             raise
-    return region_of_location(reply.get("LocationConstraint") or "US")
+    return str(reply.get("LocationConstraint") or "US")
+
+
+def bucket_region(conn: Connection, bucket: BucketRef) -> str | None:
+    """The region an existing bucket is in; None when there is no such bucket."""
+    location = bucket_location(conn, bucket)
+    return None if location is None else region_of_location(location)
 
 
 def with_bucket_region(settings: S3Settings, bucket: BucketRef) -> S3Settings:

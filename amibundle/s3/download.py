@@ -7,7 +7,6 @@ parts already there and valid are kept; the manifest is written last.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import threading
@@ -18,21 +17,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from amibundle.errors import IntegrityError, ManifestError, StorageError
+from amibundle.errors import ManifestError, StorageError
 from amibundle.files import check_directory, temp_output, write_all, write_atomically
 from amibundle.format import manifest as mf
 from amibundle.format.manifest_reader import parse_manifest
 from amibundle.progress import BatchedProgress, NullProgress, Progress, Stage
 from amibundle.reading import name_problems
 from amibundle.s3.client import Connection, connect
-from amibundle.s3.engine import Stopped, hash_file, run_parallel
-from amibundle.s3.remote import S3Result, bundle_keys, fetch, get_manifest, throughput
+from amibundle.s3.engine import hash_file, run_parallel
+from amibundle.s3.remote import CheckedPart, S3Result, bundle_keys, fetch, get_manifest, throughput
 from amibundle.s3.settings import BucketRef, S3Settings, as_bucket
 from amibundle.validate import as_path, check_plain_name, check_progress, check_record
 
 __all__ = ["DownloadResult", "download_bundle"]
-
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -78,26 +75,16 @@ def _receive_part(
 ) -> int:
     final = down.directory / part.filename
     with temp_output(final) as out:
-        sha1 = hashlib.sha1()
-        received = 0
-        for chunk in body.iter_chunks(_CHUNK):
-            if down.stop.is_set():
-                raise Stopped
-            received += len(chunk)
-            if received > down.bundled_size:
-                raise IntegrityError(
-                    f"{url} is larger than the whole bundle ({down.bundled_size} bytes)"
-                )
+        check = CheckedPart(part, url, bundled_size=down.bundled_size, stop=down.stop)
+        for chunk in check.chunks(body):
             try:
                 write_all(out.fd, chunk)
             except OSError as err:
                 raise StorageError(f"cannot write {final}: {err.strerror}") from None
-            sha1.update(chunk)
             report(len(chunk))
-        if sha1.hexdigest() != part.digest:
-            raise IntegrityError(f"{url} is damaged: its SHA-1 does not match the manifest")
+        check.verify()
         out.publish(overwrite=True)
-    return received
+    return check.size
 
 
 def _download_part(down: _Download, part: mf.PartEntry) -> int | None:

@@ -28,6 +28,7 @@ from amibundle.errors import IntegrityError, S3Error, UsageError
 from amibundle.format import manifest as mf
 from amibundle.format.manifest_reader import parse_manifest
 from amibundle.progress import BatchedProgress, NullProgress, Progress, Stage
+from amibundle.s3 import buckets
 from amibundle.s3.buckets import acls_disabled, prepare_bucket
 from amibundle.s3.client import Connection, connect, error_code, s3_errors
 from amibundle.s3.engine import run_parallel
@@ -121,15 +122,7 @@ def bucket_location(bucket: BucketRef | str, *, settings: S3Settings) -> str | N
     """Where an existing bucket is (``US`` for US Standard), None if there is no such
     bucket."""
     bucket = as_bucket(bucket)
-    conn = connect(check_record(settings, S3Settings, "settings"))
-    with s3_errors(f"look up bucket {bucket.bucket}", conn):
-        try:
-            reply = conn.client.get_bucket_location(Bucket=bucket.bucket)
-        except ClientError as err:
-            if error_code(err)[0] == "NoSuchBucket":
-                return None
-            raise
-    return str(reply.get("LocationConstraint") or "US")
+    return buckets.bucket_location(connect(check_record(settings, S3Settings, "settings")), bucket)
 
 
 def _source_part(job: _Copy, part: mf.PartEntry) -> _SourcePart:

@@ -4,9 +4,10 @@ broken bodies, reading the manifest, and the records the S3 operations return.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from amibundle.errors import ManifestError, S3Error
+from amibundle.errors import IntegrityError, ManifestError, S3Error
 from amibundle.format import manifest as mf
 from amibundle.progress import Progress, Stage
 from amibundle.results import JsonRecord
@@ -27,9 +28,11 @@ from amibundle.s3.client import Connection, error_code, s3_errors, s3_failure
 from amibundle.s3.engine import Stopped, retry_delay
 from amibundle.s3.settings import BucketRef
 
-__all__ = ["S3Result", "bundle_keys", "fetch", "get_manifest", "throughput"]
+__all__ = ["CheckedPart", "S3Result", "bundle_keys", "fetch", "get_manifest", "throughput"]
 
 log = logging.getLogger("amibundle.s3")
+
+_CHUNK = 1 << 20
 
 # A body cut short or stalled while streaming: botocore retries requests, not
 # bodies, so downloads retry these themselves.
@@ -111,6 +114,38 @@ def fetch(
         if stop.wait(retry_delay(attempt)):
             raise Stopped
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class CheckedPart:
+    """A part's body checked as it arrives (download and streamed unbundle share it):
+    :meth:`chunks` stops when asked and refuses more bytes than the whole bundle;
+    :meth:`verify` then compares the SHA-1 with the manifest's."""
+
+    def __init__(
+        self, part: mf.PartEntry, url: str, *, bundled_size: int, stop: threading.Event
+    ) -> None:
+        self._digest = part.digest
+        self._url = url
+        self._bundled_size = bundled_size
+        self._stop = stop
+        self._sha1 = hashlib.sha1()
+        self.size = 0
+
+    def chunks(self, body: Any) -> Iterator[bytes]:
+        for chunk in body.iter_chunks(_CHUNK):
+            if self._stop.is_set():
+                raise Stopped
+            self.size += len(chunk)
+            if self.size > self._bundled_size:
+                raise IntegrityError(
+                    f"{self._url} is larger than the whole bundle ({self._bundled_size} bytes)"
+                )
+            self._sha1.update(chunk)
+            yield chunk
+
+    def verify(self) -> None:
+        if self._sha1.hexdigest() != self._digest:
+            raise IntegrityError(f"{self._url} is damaged: its SHA-1 does not match the manifest")
 
 
 def _read_small(body: Any, report: Callable[[int], None], *, limit: int, url: str) -> bytes:

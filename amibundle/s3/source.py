@@ -10,7 +10,6 @@ failed requests retried by botocore.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -21,13 +20,10 @@ from amibundle.errors import IntegrityError
 from amibundle.format.manifest import PartEntry
 from amibundle.progress import Progress
 from amibundle.s3.client import Connection
-from amibundle.s3.engine import Stopped
-from amibundle.s3.remote import fetch
+from amibundle.s3.remote import CheckedPart, fetch
 from amibundle.s3.settings import BucketRef
 
 __all__ = ["S3PartReader"]
-
-_CHUNK = 1 << 20
 
 
 class S3PartReader:
@@ -122,22 +118,12 @@ class S3PartReader:
     ) -> list[bytes]:
         # Kept as the chunks received: one growing buffer per part would be
         # copied as it grows and fragment the heap of every fetch thread.
-        sha1 = hashlib.sha1()
+        check = CheckedPart(part, url, bundled_size=self._bundled_size, stop=self.stop)
         chunks: list[bytes] = []
-        size = 0
-        for chunk in body.iter_chunks(_CHUNK):
-            if self.stop.is_set():
-                raise Stopped
-            size += len(chunk)
-            if size > self._bundled_size:
-                raise IntegrityError(
-                    f"{url} is larger than the whole bundle ({self._bundled_size} bytes)"
-                )
-            sha1.update(chunk)
+        for chunk in check.chunks(body):
             chunks.append(chunk)
             report(len(chunk))
-        if not size:
+        if not check.size:
             raise IntegrityError(f"{url} is empty")
-        if sha1.hexdigest() != part.digest:
-            raise IntegrityError(f"{url} is damaged: its SHA-1 does not match the manifest")
+        check.verify()
         return chunks

@@ -3,30 +3,14 @@ the recording proxy, and an environment that reaches them and nothing else."""
 
 from __future__ import annotations
 
-import io
-import os
-from pathlib import Path
-
 import pytest
 
 from amibundle.ec2 import register
 from tests.support.aws import AwsStandIn
-from tests.support.aws_fixtures import aws, aws_proxy, aws_session
+from tests.support.aws_fixtures import aws, aws_proxy, aws_session, no_aws_config
 from tests.support.s3proxy import Proxy
 
 __all__ = ["aws", "aws_env", "aws_proxy", "aws_session", "fast_polls", "no_aws_config"]
-
-
-@pytest.fixture
-def no_aws_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Nothing of the machine's AWS setup (profiles, endpoints, keys) reaches the code."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))
 
 
 @pytest.fixture

@@ -30,17 +30,39 @@ def bucket_keys(aws: AwsStandIn, bucket: str) -> list[str]:
     return sorted(item["Key"] for item in listing.get("Contents", []))
 
 
+@pytest.fixture
+def image_argv(tmp_path: Path, user_id: Identity) -> list[str]:
+    """-i, a small random image at tmp_path/img, and the key pair's options."""
+    return ["-i", str(small_image(tmp_path)), *identity_args(user_id)]
+
+
+def rootfs(folder: Path, files: dict[str, bytes]) -> Path:
+    """A tree ``folder/rootfs`` holding ``files`` (relative names)."""
+    root = folder / "rootfs"
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def volume_argv(tree: Path, out: Path, user_id: Identity) -> list[str]:
+    """The tree, -d, an 8 MiB ext2 image built without root or the instance metadata, and
+    the key pair: the options install --volume and bundle-vol share."""
+    return [
+        str(tree), "-d", str(out), "--size", "8", "--fs-type", "ext2", "--builder", "rootless",
+        "--no-inherit", "-P", "none", *identity_args(user_id),
+    ]  # fmt: skip
+
+
 def test_install_registers_the_streamed_bundle(
     aws: AwsStandIn,
     aws_env: Proxy,
-    user_id: Identity,
-    tmp_path: Path,
+    image_argv: list[str],
     fast_polls: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    image = small_image(tmp_path)
     status = install(
-        "-i", str(image), *identity_args(user_id), "-b", "cibucket/builds/7", "-n", "ci build 7",
+        *image_argv, "-b", "cibucket/builds/7", "-n", "ci build 7",
         "--part-size", "65536", "--wait", "--ena", "--boot-mode", "uefi-preferred",
         "-B", "ami=sda1,root=/dev/sda1,ephemeral0=sdb",
     )  # fmt: skip
@@ -71,11 +93,9 @@ def test_install_registers_the_streamed_bundle(
 
 
 def test_manifest_account_comes_from_sts(
-    aws: AwsStandIn, aws_env: Proxy, user_id: Identity, tmp_path: Path
+    aws: AwsStandIn, aws_env: Proxy, image_argv: list[str], tmp_path: Path
 ) -> None:
-    image = small_image(tmp_path)
-    argv = ["-i", str(image), *identity_args(user_id), "-b", "acct", "--json"]
-    assert main(["bundle-upload", *argv]) == 0
+    assert main(["bundle-upload", *image_argv, "-b", "acct", "--json"]) == 0
     fetched = tmp_path / "fetched"
     fetched.mkdir()
     assert main(["download", "-b", "acct", "-p", "img", "-d", str(fetched)]) == 0
@@ -85,12 +105,10 @@ def test_manifest_account_comes_from_sts(
 def test_without_credentials_user_is_required(
     aws: AwsStandIn,
     no_aws_config: None,
-    user_id: Identity,
-    tmp_path: Path,
+    image_argv: list[str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    image = small_image(tmp_path)
-    argv = ["-i", str(image), *identity_args(user_id), "-b", "bbb", "--url", aws.endpoint_url]
+    argv = [*image_argv, "-b", "bbb", "--url", aws.endpoint_url]
     assert main(["bundle-upload", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("amibundle bundle-upload: error: missing mandatory option --user\n")
@@ -100,8 +118,7 @@ def test_without_credentials_user_is_required(
 def test_region_comes_from_the_bucket(
     aws: AwsStandIn,
     aws_env: Proxy,
-    user_id: Identity,
-    tmp_path: Path,
+    image_argv: list[str],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -110,8 +127,7 @@ def test_region_comes_from_the_bucket(
     )
     monkeypatch.delenv("AWS_REGION")
     monkeypatch.delenv("AWS_DEFAULT_REGION")
-    image = small_image(tmp_path)
-    argv = ["-i", str(image), *identity_args(user_id), "-u", aws.account_id, "-b", "euro/x"]
+    argv = [*image_argv, "-u", aws.account_id, "-b", "euro/x"]
     assert install(*argv, "-n", "in europe", "--json") == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["upload"]["region"] == answer["registration"]["region"] == "eu-west-1"
@@ -124,30 +140,26 @@ def test_region_comes_from_the_bucket(
 def test_service_endpoints_and_flags_win_over_the_general_one(
     aws: AwsStandIn,
     aws_env: Proxy,
-    user_id: Identity,
-    tmp_path: Path,
+    image_argv: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """AWS_ENDPOINT_URL points nowhere: the service-specific variables reach the stand-in;
     then those point nowhere and --url / --ec2-url reach it."""
-    image = small_image(tmp_path)
     monkeypatch.setenv("AWS_ENDPOINT_URL", DEAD)
     for service in ("S3", "EC2", "STS"):
         monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service}", aws_env.endpoint_url)
-    argv = ["-i", str(image), *identity_args(user_id), "-b", "ends/a", "-n", "by variables"]
-    assert install(*argv) == 0
+    assert install(*image_argv, "-b", "ends/a", "-n", "by variables") == 0
     for service in ("S3", "EC2"):
         monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service}", DEAD)
     flags = ["--url", aws_env.endpoint_url, "--ec2-url", aws_env.endpoint_url]
-    argv = ["-i", str(image), *identity_args(user_id), "-b", "ends/b", "-n", "by flags"]
-    assert install(*argv, *flags) == 0
+    assert install(*image_argv, "-b", "ends/b", "-n", "by flags", *flags) == 0
     assert sorted(i.name for i in aws.ec2.images()) == ["by flags", "by variables"]
 
 
 def test_a_profile_endpoint_is_honoured(
     aws: AwsStandIn,
     aws_env: Proxy,
-    user_id: Identity,
+    image_argv: list[str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -159,8 +171,7 @@ def test_a_profile_endpoint_is_honoured(
     for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
-    image = small_image(tmp_path)
-    argv = ["-i", str(image), *identity_args(user_id), "-b", "prof", "-n", "from a profile"]
+    argv = [*image_argv, "-b", "prof", "-n", "from a profile"]
     assert install(*argv, "--profile", "standin") == 0
     assert [i.name for i in aws.ec2.images()] == ["from a profile"]
 
@@ -168,17 +179,13 @@ def test_a_profile_endpoint_is_honoured(
 def test_a_failed_registration_keeps_the_bundle_and_says_so(
     aws: AwsStandIn,
     aws_env: Proxy,
-    user_id: Identity,
-    tmp_path: Path,
+    image_argv: list[str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    image = small_image(tmp_path)
-    argv = ["-i", str(image), *identity_args(user_id), "-b", "dupes/a", "-n", "taken"]
-    assert install(*argv) == 0
+    assert install(*image_argv, "-b", "dupes/a", "-n", "taken") == 0
     first = [i.id for i in aws.ec2.images()]
     capsys.readouterr()
-    argv = ["-i", str(image), *identity_args(user_id), "-b", "dupes/b", "-n", "taken"]
-    assert install(*argv) == 1
+    assert install(*image_argv, "-b", "dupes/b", "-n", "taken") == 1
     err = capsys.readouterr().err.splitlines()
     assert "registering failed" in err[0] and "InvalidAMIName.Duplicate" in err[0]
     assert "nothing was registered" in err[0]
@@ -190,15 +197,12 @@ def test_a_failed_registration_keeps_the_bundle_and_says_so(
 def test_a_failed_image_is_deregistered_and_the_bundle_kept(
     aws: AwsStandIn,
     aws_env: Proxy,
-    user_id: Identity,
-    tmp_path: Path,
+    image_argv: list[str],
     fast_polls: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     aws.ec2.image_fate = ImageFate(2, ImageState.FAILED)
-    image = small_image(tmp_path)
-    argv = ["-i", str(image), *identity_args(user_id), "-b", "fail", "-n", "fails", "--wait"]
-    assert install(*argv) == 1
+    assert install(*image_argv, "-b", "fail", "-n", "fails", "--wait") == 1
     err = capsys.readouterr().err
     assert "is failed: Internal error while registering the image; it was deregistered" in err
     assert "s3://fail/img.manifest.xml" in err
@@ -213,18 +217,11 @@ def test_install_from_a_volume(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    tree = tmp_path / "rootfs"
-    (tree / "etc").mkdir(parents=True)
-    (tree / "etc" / "hostname").write_text("built\n")
-    (tree / "bin").mkdir()
-    (tree / "bin" / "tool").write_bytes(os.urandom(50_000))
+    tree = rootfs(tmp_path, {"etc/hostname": b"built\n", "bin/tool": os.urandom(50_000)})
     out = tmp_path / "out"
     out.mkdir()
-    status = install(
-        "--volume", str(tree), "-d", str(out), "--size", "8", "--fs-type", "ext2",
-        "--builder", "rootless", "--no-inherit", "-P", "none", *identity_args(user_id),
-        "-b", "volumes", "-n", "from a tree", "-p", "root.img",
-    )  # fmt: skip
+    argv = volume_argv(tree, out, user_id)
+    status = install("--volume", *argv, "-b", "volumes", "-n", "from a tree", "-p", "root.img")
     captured = capsys.readouterr()
     assert status == 0, captured.err
     image_id = captured.out.strip().splitlines()[-1]
@@ -239,18 +236,12 @@ def test_bundle_vol_straight_to_a_bucket(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    tree = tmp_path / "rootfs"
-    (tree / "etc").mkdir(parents=True)
-    (tree / "etc" / "motd").write_text("hello\n")
+    tree = rootfs(tmp_path, {"etc/motd": b"hello\n"})
     out = tmp_path / "out"
     out.mkdir()
-    status = main(
-        [
-            "bundle-vol", "-v", str(tree), "-d", str(out), "-s", "8", "--fs-type", "ext2",
-            "--builder", "rootless", "--no-inherit", "-P", "none", *identity_args(user_id),
-            "--bucket", "volbucket/v1", "-p", "root.img", "--part-size", "65536",
-        ]
-    )  # fmt: skip
+    argv = volume_argv(tree, out, user_id)
+    bucket = ["--bucket", "volbucket/v1", "-p", "root.img", "--part-size", "65536"]
+    status = main(["bundle-vol", "-v", *argv, *bucket])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     assert sorted(p.name for p in out.iterdir()) == ["root.img"]

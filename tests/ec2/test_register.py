@@ -13,6 +13,7 @@ import pytest
 from amibundle.cli import main
 from amibundle.ec2 import ImageRegistration
 from amibundle.errors import UsageError
+from amibundle.uploading import BundleUploadResult
 from tests.support.aws import AwsStandIn
 from tests.support.aws_bundles import upload_small_bundle
 from tests.support.common import Identity
@@ -28,6 +29,18 @@ def one_error_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines and lines[0].startswith("amibundle register: error: "), err
     return lines[0]
+
+
+@pytest.fixture
+def bundle(aws_env: Proxy, user_id: Identity, tmp_path: Path) -> BundleUploadResult:
+    """A small bundle uploaded to s3://bundles/img/ (no kernel, no mappings)."""
+    return upload_small_bundle(tmp_path, user_id)
+
+
+def registered_id(capsys: pytest.CaptureFixture[str], bundle: BundleUploadResult, name: str) -> str:
+    """The id register --json prints for ``bundle`` registered as ``name``."""
+    assert register("-m", bundle.manifest_location, "-n", name, "--json") == 0
+    return str(json.loads(capsys.readouterr().out)["image_id"])
 
 
 def test_every_parameter_reaches_ec2_in_the_api_shape(
@@ -87,10 +100,7 @@ def test_every_parameter_reaches_ec2_in_the_api_shape(
     assert answer["state"] == "pending"
 
 
-def test_hvm_options_and_overrides(
-    aws: AwsStandIn, aws_env: Proxy, user_id: Identity, tmp_path: Path
-) -> None:
-    bundle = upload_small_bundle(tmp_path, user_id)
+def test_hvm_options_and_overrides(aws: AwsStandIn, bundle: BundleUploadResult) -> None:
     location = bundle.manifest_location
     assert register("-m", location, "-n", "uefi", "--boot-mode", "uefi", "--ena", "--sriov") == 0
     sent = aws.ec2.calls_to("RegisterImage")[-1].params
@@ -127,12 +137,9 @@ def test_bad_registrations_are_one_line_and_reach_no_ec2(
     argv: list[str],
     expected: str,
     aws: AwsStandIn,
-    aws_env: Proxy,
-    user_id: Identity,
-    tmp_path: Path,
+    bundle: BundleUploadResult,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    bundle = upload_small_bundle(tmp_path, user_id)
     capsys.readouterr()
     assert register("-m", bundle.manifest_location, *argv) == 2
     line = one_error_line(capsys.readouterr().err)
@@ -151,13 +158,9 @@ def test_missing_manifest_is_one_line_and_nothing_is_registered(
 
 
 def test_duplicate_name_is_one_line(
-    aws: AwsStandIn,
-    aws_env: Proxy,
-    user_id: Identity,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    aws: AwsStandIn, bundle: BundleUploadResult, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    location = upload_small_bundle(tmp_path, user_id).manifest_location
+    location = bundle.manifest_location
     assert register("-m", location, "-n", "twice") == 0
     capsys.readouterr()
     assert register("-m", location, "-n", "twice") == 1
@@ -168,13 +171,11 @@ def test_duplicate_name_is_one_line(
 
 def test_wait_ends_at_available_or_fails_clearly(
     aws: AwsStandIn,
-    aws_env: Proxy,
-    user_id: Identity,
-    tmp_path: Path,
+    bundle: BundleUploadResult,
     fast_polls: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    location = upload_small_bundle(tmp_path, user_id).manifest_location
+    location = bundle.manifest_location
     aws.ec2.image_fate = ImageFate(pending_describes=3)
     assert register("-m", location, "-n", "soon", "--wait", "--json") == 0
     assert json.loads(capsys.readouterr().out)["state"] == "available"
@@ -190,17 +191,11 @@ def test_wait_ends_at_available_or_fails_clearly(
 
 
 def test_deregister_with_its_bundle(
-    aws: AwsStandIn,
-    aws_env: Proxy,
-    user_id: Identity,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    aws: AwsStandIn, bundle: BundleUploadResult, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bundle = upload_small_bundle(tmp_path, user_id)
     s3 = aws.client("s3")
     s3.put_object(Bucket="bundles", Key="img/img.part.9", Body=b"not the bundle's")
-    assert register("-m", bundle.manifest_location, "-n", "gone soon", "--json") == 0
-    image_id = json.loads(capsys.readouterr().out)["image_id"]
+    image_id = registered_id(capsys, bundle, "gone soon")
 
     assert main(["deregister", image_id, "--delete-bundle", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -213,15 +208,9 @@ def test_deregister_with_its_bundle(
 
 
 def test_deregister_refuses_to_delete_a_bundle_it_cannot_read(
-    aws: AwsStandIn,
-    aws_env: Proxy,
-    user_id: Identity,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    aws: AwsStandIn, bundle: BundleUploadResult, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bundle = upload_small_bundle(tmp_path, user_id)
-    assert register("-m", bundle.manifest_location, "-n", "kept", "--json") == 0
-    image_id = json.loads(capsys.readouterr().out)["image_id"]
+    image_id = registered_id(capsys, bundle, "kept")
     aws.client("s3").delete_object(Bucket="bundles", Key="img/img.manifest.xml")
     assert main(["deregister", image_id, "--delete-bundle"]) == 1
     assert "there is no bundle manifest" in capsys.readouterr().err

@@ -7,6 +7,7 @@
   front of a server; every proxy made in a test is stopped at its end.
 * `fast_retries`: botocore retries without their backoff sleeps, for fault-injection tests
   (a throttling error such as SlowDown otherwise waits up to 1, 2, 4 ... s).
+* `no_aws_config` (tests.support.aws_fixtures): no AWS setup of the machine reaches the code.
 """
 
 from __future__ import annotations
@@ -16,10 +17,18 @@ from collections.abc import Callable, Iterator
 import pytest
 from botocore.retries.standard import ExponentialBackoff
 
+from tests.support.aws_fixtures import no_aws_config
 from tests.support.s3proxy import Faults, Proxy
 from tests.support.s3servers import MotoServer, S3Server, SeaweedServer, find_weed
 
-__all__ = ["fast_retries", "make_proxy", "moto_s3", "s3_server", "seaweed_s3"]
+__all__ = [
+    "fast_retries",
+    "make_proxy",
+    "moto_s3",
+    "no_aws_config",
+    "s3_server",
+    "seaweed_s3",
+]
 
 
 @pytest.fixture(scope="session")

@@ -42,16 +42,8 @@ class Bundle:
         return [self.manifest.name, *(p.name for p in self.parts)]
 
 
-@pytest.fixture(autouse=True)
-def _no_aws_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Nothing of the machine's AWS setup (profiles, endpoints, keys) reaches the commands."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+# Nothing of the machine's AWS setup (profiles, endpoints, keys) reaches the commands.
+pytestmark = pytest.mark.usefixtures("no_aws_config")
 
 
 @pytest.fixture(scope="module")

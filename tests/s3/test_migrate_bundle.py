@@ -5,8 +5,6 @@ last; source and destination may be reached through different endpoints and regi
 
 from __future__ import annotations
 
-import io
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -25,15 +23,8 @@ MakeProxy = Callable[..., Proxy]
 NAME = "img.manifest.xml"
 
 
-@pytest.fixture(autouse=True)
-def _no_aws_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+# Nothing of the machine's AWS setup (profiles, endpoints, keys) reaches the commands.
+pytestmark = pytest.mark.usefixtures("no_aws_config")
 
 
 @pytest.fixture

@@ -9,11 +9,16 @@
 * `aws_proxy` — a recording, fault-injecting `Proxy` in front of it, stopped after the test;
   point clients at `aws_proxy.endpoint_url` (`aws.client("ec2", endpoint_url=...)`, or
   `aws.environment(aws_proxy.endpoint_url)` for a subprocess).
+* `no_aws_config` — nothing of the machine's AWS setup (profiles, endpoints, keys, instance
+  metadata, a terminal on stdin) reaches the code under test.
 """
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +26,7 @@ from tests.support.s3proxy import Proxy
 
 from .aws import ACCOUNT_ENV, AwsStandIn
 
-__all__ = ["aws", "aws_proxy", "aws_session"]
+__all__ = ["aws", "aws_proxy", "aws_session", "no_aws_config"]
 
 
 # The one stand-in of the test session and how many conftests' fixtures hold it. Each
@@ -57,3 +62,15 @@ def aws_proxy(aws: AwsStandIn) -> Iterator[Proxy]:
     """A recording, fault-injecting proxy in front of the stand-in (all services)."""
     with Proxy(aws.endpoint_url) as proxy:
         yield proxy
+
+
+@pytest.fixture
+def no_aws_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Nothing of the machine's AWS setup (profiles, endpoints, keys) reaches the code."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
