@@ -141,7 +141,7 @@ _QUEUE_DEPTH = 4
 _Deflated = tuple[bytes, int, int]  # compressed block, CRC-32 of the input, input length
 
 
-def _deflater(engine: ModuleType, level: int) -> Callable[[bytes, bytes], _Deflated]:
+def _deflater(engine: ModuleType, level: int) -> Callable[[bytes | bytearray, bytes], _Deflated]:
     """Deflates one block (raw, sync-flushed, with the previous block's tail
     as dictionary) and computes its CRC-32. The engines' ``_ParallelCompress``
     does both in one call without the GIL, the primitive their own threaded
@@ -151,7 +151,7 @@ def _deflater(engine: ModuleType, level: int) -> Callable[[bytes, bytes], _Defla
     if parallel is not None:
         local = threading.local()
 
-        def deflate_in_one(block: bytes, dictionary: bytes) -> _Deflated:
+        def deflate_in_one(block: bytes | bytearray, dictionary: bytes) -> _Deflated:
             compressor = getattr(local, "compressor", None)
             if compressor is None:
                 compressor = local.compressor = parallel(
@@ -162,7 +162,7 @@ def _deflater(engine: ModuleType, level: int) -> Callable[[bytes, bytes], _Defla
 
         return deflate_in_one
 
-    def deflate(block: bytes, dictionary: bytes) -> _Deflated:
+    def deflate(block: bytes | bytearray, dictionary: bytes) -> _Deflated:
         if dictionary:
             compressor = engine.compressobj(level, engine.DEFLATED, -15, zdict=dictionary)
         else:
@@ -182,7 +182,8 @@ class ParallelGzipWriter:
         self._sink = sink
         self._engine = engine
         self._deflate = _deflater(engine, level)
-        self._buffer = bytearray()
+        self._block = bytearray(_BLOCK)  # filled by small writes, handed over when full
+        self._filled = 0
         self._dictionary = b""
         self._crc = 0
         self._size = 0
@@ -201,23 +202,25 @@ class ParallelGzipWriter:
     def write(self, data: bytes | bytearray | memoryview) -> int:
         self._raise_error()
         view = memoryview(data).cast("B")
-        if self._buffer:  # complete the block begun by earlier small writes
-            room = _BLOCK - len(self._buffer)
-            self._buffer += view[:room]
-            view = view[room:]
-            if len(self._buffer) < _BLOCK:
-                return len(data)
-            self._submit(bytes(self._buffer))
-            self._buffer.clear()
-        while len(view) >= _BLOCK:
-            self._submit(bytes(view[:_BLOCK]))  # a copy: callers reuse their buffers
-            view = view[_BLOCK:]
-        self._buffer += view
+        while view:
+            if self._filled == 0 and len(view) >= _BLOCK:
+                self._submit(bytes(view[:_BLOCK]))  # a copy: callers reuse their buffers
+                view = view[_BLOCK:]
+                continue
+            # Small writes are copied once, into the block a worker gets whole.
+            n = min(len(view), _BLOCK - self._filled)
+            self._block[self._filled : self._filled + n] = view[:n]
+            self._filled += n
+            view = view[n:]
+            if self._filled == _BLOCK:
+                self._submit(self._block)
+                self._block = bytearray(_BLOCK)
+                self._filled = 0
         return len(data)
 
-    def _submit(self, block: bytes) -> None:
+    def _submit(self, block: bytes | bytearray) -> None:
         future = self._pool.submit(self._deflate, block, self._dictionary)
-        self._dictionary = block[-_WINDOW:]
+        self._dictionary = bytes(block[-_WINDOW:])
         while True:  # a bounded queue: waits for the writer, never forever
             self._raise_error()
             try:
@@ -254,9 +257,9 @@ class ParallelGzipWriter:
         if self._finished:
             return
         try:
-            if self._buffer:
-                self._submit(bytes(self._buffer))
-                self._buffer.clear()
+            if self._filled:
+                self._submit(bytes(self._block[: self._filled]))
+                self._filled = 0
             self._submit_end()
             self._writer.join()
             self._raise_error()

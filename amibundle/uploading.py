@@ -31,7 +31,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from amibundle.bundling import open_image, signed_manifest
+from amibundle.bundling import OpenImage, open_image, signed_manifest
 from amibundle.crypto import BundleKey
 from amibundle.errors import LeftoversError, OutputExistsError, StorageError, UsageError
 from amibundle.format import manifest as mf
@@ -40,7 +40,7 @@ from amibundle.format.tar import stored_size
 from amibundle.format.tar_writer import tar_size
 from amibundle.identity import BundleKeys
 from amibundle.metadata import BundleMetadata
-from amibundle.pipeline import Codec, bundle_stream
+from amibundle.pipeline import BundleStreamResult, Codec, bundle_stream
 from amibundle.progress import BatchedProgress, NullProgress, Progress, Stage
 from amibundle.s3.buckets import prepare_bucket, with_bucket_region
 from amibundle.s3.client import Connection, connect, error_code, s3_errors
@@ -167,45 +167,11 @@ def bundle_upload(
     replaced = _earlier_bundle(conn, bucket, manifest_key, force=force)
 
     key = BundleKey.generate(randbytes)
-    batched = BatchedProgress(progress or NullProgress())
     with open_image(image_path, name, size_checks=size_checks) as source:
-        sink = S3PartSink(
-            conn,
-            bucket,
-            PartNames.for_stream(name, tar_size(source.member), part_size),
-            acl=acl,
-            part_size=part_size,
-            jobs=settings.jobs,
-            progress=batched,
-        )
-        manifest_sent = manifest_confirmed = False
-        batched.start(Stage.UPLOAD, None)
-        try:
-            stream = bundle_stream(
-                source.fd, source.member, key, sink, part_size=part_size, codec=codec,
-                progress=progress,
-            )  # fmt: skip
-            part_keys = sink.finish()
-            manifest_bytes = signed_manifest(
-                name=name, metadata=metadata, keys=keys, key=key, image_size=source.size,
-                stream=stream, part_names=[k[len(bucket.prefix) :] for k in part_keys],
-            )  # fmt: skip
-            manifest_sent = True
-            # The manifest comes last: a bucket without it holds nothing registrable.
-            put_object(
-                conn, bucket, manifest_key, f"upload the manifest to {bucket.url(manifest_key)}",
-                acl=acl, Body=manifest_bytes, ContentMD5=md5_base64(manifest_bytes),
-            )  # fmt: skip
-            manifest_confirmed = True
-            batched.advance(Stage.UPLOAD, len(manifest_bytes))
-        except BaseException as err:
-            batched.finish(Stage.UPLOAD, err)
-            sink.abort()
-            sent = sink.sent_keys() + ([manifest_key] if manifest_sent else [])
-            confirmed = sink.confirmed | ({manifest_key} if manifest_confirmed else set())
-            _clean_up(conn, bucket, sent, confirmed, keep=keep_partial, cause=err)
-            raise
-        batched.finish(Stage.UPLOAD)
+        part_keys, stream = _stream_to_bucket(
+            conn, bucket, source, key, name=name, metadata=metadata, keys=keys, acl=acl,
+            part_size=part_size, codec=codec, keep_partial=keep_partial, progress=progress,
+        )  # fmt: skip
     stale = [k for k in replaced if k not in set(part_keys)]
     left = delete_keys(conn, bucket, stale, jobs=settings.jobs)
     if left:
@@ -232,6 +198,66 @@ def bundle_upload(
         seconds=seconds,
         throughput=throughput(data, seconds),
     )
+
+
+def _stream_to_bucket(
+    conn: Connection,
+    bucket: BucketRef,
+    source: OpenImage,
+    key: BundleKey,
+    *,
+    name: str,
+    metadata: BundleMetadata,
+    keys: BundleKeys,
+    acl: str,
+    part_size: int,
+    codec: Codec,
+    keep_partial: bool,
+    progress: Progress | None,
+) -> tuple[list[str], BundleStreamResult]:
+    """The image's stream into ``bucket``: parts as they are cut, then the
+    manifest once every part is confirmed. On any failure, what was sent is
+    deleted (unless ``keep_partial``) before the error goes on."""
+    manifest_key = bucket.key(f"{name}.manifest.xml")
+    batched = BatchedProgress(progress or NullProgress())
+    sink = S3PartSink(
+        conn,
+        bucket,
+        PartNames.for_stream(name, tar_size(source.member), part_size),
+        acl=acl,
+        part_size=part_size,
+        jobs=conn.settings.jobs,
+        progress=batched,
+    )
+    manifest_sent = manifest_confirmed = False
+    batched.start(Stage.UPLOAD, None)
+    try:
+        stream = bundle_stream(
+            source.fd, source.member, key, sink, part_size=part_size, codec=codec,
+            progress=progress,
+        )  # fmt: skip
+        part_keys = sink.finish()
+        manifest_bytes = signed_manifest(
+            name=name, metadata=metadata, keys=keys, key=key, image_size=source.size,
+            stream=stream, part_names=[k[len(bucket.prefix) :] for k in part_keys],
+        )  # fmt: skip
+        manifest_sent = True
+        # The manifest comes last: a bucket without it holds nothing registrable.
+        put_object(
+            conn, bucket, manifest_key, f"upload the manifest to {bucket.url(manifest_key)}",
+            acl=acl, Body=manifest_bytes, ContentMD5=md5_base64(manifest_bytes),
+        )  # fmt: skip
+        manifest_confirmed = True
+        batched.advance(Stage.UPLOAD, len(manifest_bytes))
+    except BaseException as err:
+        batched.finish(Stage.UPLOAD, err)
+        sink.abort()
+        sent = sink.sent_keys() + ([manifest_key] if manifest_sent else [])
+        confirmed = sink.confirmed | ({manifest_key} if manifest_confirmed else set())
+        _clean_up(conn, bucket, sent, confirmed, keep=keep_partial, cause=err)
+        raise
+    batched.finish(Stage.UPLOAD)
+    return part_keys, stream
 
 
 def _check_image_file(path: Path, *, size_checks: bool) -> None:

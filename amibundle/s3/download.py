@@ -25,7 +25,14 @@ from amibundle.progress import BatchedProgress, NullProgress, Progress, Stage
 from amibundle.reading import name_problems
 from amibundle.s3.client import Connection, connect
 from amibundle.s3.engine import hash_file, run_parallel
-from amibundle.s3.remote import CheckedPart, S3Result, bundle_keys, fetch, get_manifest, throughput
+from amibundle.s3.remote import (
+    CheckedPart,
+    S3Result,
+    bundle_keys,
+    fetch_part,
+    get_manifest,
+    throughput,
+)
 from amibundle.s3.settings import BucketRef, S3Settings, as_bucket
 from amibundle.validate import as_path, check_plain_name, check_progress, check_record
 
@@ -95,14 +102,11 @@ def _download_part(down: _Download, part: mf.PartEntry) -> int | None:
     if present is not None:
         down.progress.advance(Stage.DOWNLOAD, present)
         return None
-    key = down.bucket.key(part.filename)
-    url = down.bucket.url(key)
-    return fetch(
+    return fetch_part(
         down.conn,
         down.bucket,
-        key,
-        f"download {url}",
-        partial(_receive_part, down, part, url),
+        part.filename,
+        partial(_receive_part, down, part),
         stop=down.stop,
         progress=down.progress,
     )

@@ -28,7 +28,15 @@ from amibundle.s3.client import Connection, error_code, s3_errors, s3_failure
 from amibundle.s3.engine import Stopped, retry_delay
 from amibundle.s3.settings import BucketRef
 
-__all__ = ["CheckedPart", "S3Result", "bundle_keys", "fetch", "get_manifest", "throughput"]
+__all__ = [
+    "CheckedPart",
+    "S3Result",
+    "bundle_keys",
+    "fetch",
+    "fetch_part",
+    "get_manifest",
+    "throughput",
+]
 
 log = logging.getLogger("amibundle.s3")
 
@@ -66,6 +74,30 @@ def bundle_keys(bucket: BucketRef, manifest_name: str, manifest: mf.Manifest) ->
     if any(part.filename == manifest_name for part in manifest.parts):
         raise ManifestError(f"the manifest {manifest_name} lists itself as a part")
     return [bucket.key(manifest_name)] + [bucket.key(p.filename) for p in manifest.parts]
+
+
+def fetch_part(
+    conn: Connection,
+    bucket: BucketRef,
+    filename: str,
+    consume: Callable[[str, Any, Callable[[int], None]], _T],
+    *,
+    stop: threading.Event,
+    progress: Progress | None = None,
+) -> _T:
+    """:func:`fetch` of the part ``filename`` of a bundle in ``bucket``;
+    ``consume(url, body, report)`` gets the part's URL too, for its messages."""
+    key = bucket.key(filename)
+    url = bucket.url(key)
+    return fetch(
+        conn,
+        bucket,
+        key,
+        f"download {url}",
+        lambda body, report: consume(url, body, report),
+        stop=stop,
+        progress=progress,
+    )
 
 
 def fetch(

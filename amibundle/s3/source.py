@@ -14,13 +14,14 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from amibundle.errors import IntegrityError
 from amibundle.format.manifest import PartEntry
 from amibundle.progress import Progress
 from amibundle.s3.client import Connection
-from amibundle.s3.remote import CheckedPart, fetch
+from amibundle.s3.remote import CheckedPart, fetch_part
 from amibundle.s3.settings import BucketRef
 
 __all__ = ["S3PartReader"]
@@ -101,14 +102,11 @@ class S3PartReader:
         self._ahead.clear()
 
     def _fetch(self, part: PartEntry) -> list[bytes]:
-        key = self._bucket.key(part.filename)
-        url = self._bucket.url(key)
-        return fetch(
+        return fetch_part(
             self._conn,
             self._bucket,
-            key,
-            f"download {url}",
-            lambda body, report: self._receive(part, url, body, report),
+            part.filename,
+            partial(self._receive, part),
             stop=self.stop,
             progress=self._progress,
         )
