@@ -24,6 +24,8 @@ export PATH=/bin
 say() { echo "@@ $*"; }
 root_mount() { awk '$2 == "/" && $1 != "rootfs" { print $3, $4 }' /proc/mounts; }
 mount -t proc proc /proc
+# Kernel messages would land in the middle of report lines ("@@ begin[ 2.34] ...").
+echo 1 > /proc/sys/kernel/printk
 mount -t sysfs sysfs /sys
 say begin
 say kernel "$(uname -r)"
