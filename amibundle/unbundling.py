@@ -40,7 +40,8 @@ log = logging.getLogger("amibundle")
 @dataclass(frozen=True)
 class UnbundleResult(JsonRecord):
     image_path: Path
-    size: int
+    size: int  # apparent
+    data_size: int  # bytes written: the image without its holes
     digest: str
     compression: str
     parts: int
@@ -102,6 +103,7 @@ def unbundle(
     return UnbundleResult(
         image_path=final,
         size=result.member.size,
+        data_size=result.member.data_size,
         digest=result.tar_sha1,
         compression=result.compression.value,
         parts=len(m.parts),

@@ -105,6 +105,7 @@ def run(args: argparse.Namespace, style: Style) -> int | None:
             f"Unbundled {result.image_path} ({human_size(result.size)}, "
             f"{plural(result.parts, 'part')}, digest verified"
             f"{', signature verified' if result.signature_checked else ''}) "
-            f"in {result.seconds:.1f} s{rate_note(result.size, result.seconds)}"
+            f"in {result.seconds:.1f} s"
+            f"{rate_note(result.data_size, result.seconds, 'of image data')}"
         )
     return None

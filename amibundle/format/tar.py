@@ -132,6 +132,13 @@ class Member:
     mtime: int
     sparse_map: Sequence[Extent]  # data regions, zero-length entries dropped (an ExtentMap)
 
+    @property
+    def data_size(self) -> int:
+        """Bytes in the data regions: what was written, holes left out."""
+        if isinstance(self.sparse_map, ExtentMap):
+            return self.sparse_map.stored
+        return sum(extent.length for extent in self.sparse_map)
+
 
 def stored_size(info: MemberInfo) -> int:
     """Bytes of member data that follow the header blocks (before padding)."""

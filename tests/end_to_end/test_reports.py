@@ -5,13 +5,14 @@ in-process; stderr is captured, so it is not a terminal (the CI case)."""
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 
 import pytest
 
 import amibundle
-from amibundle.cli import _progress, main
+from amibundle.cli import _common, _progress, main
 from tests.support.common import REPO, Identity, sample_image, write_image
 
 MiB = 1 << 20
@@ -139,3 +140,32 @@ def test_inspect_with_the_key_shows_the_compression(
             line for line in capsys.readouterr().out.splitlines() if line.startswith("compression")
         )
         assert ("zstd, says the bundler element" in row) == (codec == "zstd")
+
+
+def test_unbundle_rates_the_image_data_not_its_holes(
+    tmp_path: Path,
+    user_id: Identity,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 64 MiB image holding 5 MiB of data: unbundle reports both sizes, and
+    its rate counts the data (holes cost nothing, so counting them would
+    report a speed the disk never saw)."""
+    rnd = random.Random(9)
+    data = [(MiB, rnd.randbytes(3 * MiB)), (40 * MiB, rnd.randbytes(2 * MiB))]
+    image = write_image(tmp_path / "holes.img", 64 * MiB, data)
+    out = tmp_path / "out"
+    assert main([*bundle_argv(image, user_id, out), "-q"]) == 0
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    manifest = out / "holes.img.manifest.xml"
+    result = amibundle.unbundle(manifest, private_key=user_id.key, destination=restored)
+    assert (result.size, result.data_size) == (64 * MiB, 5 * MiB)
+    assert result.to_dict()["data_size"] == 5 * MiB
+    capsys.readouterr()
+    monkeypatch.setattr(_common, "_RATE_MIN_SECONDS", 0.0)  # a rate however quick the run
+    argv = ["unbundle", "-m", str(manifest), "-k", str(user_id.key), "-d", str(tmp_path / "again")]
+    assert main(argv) == 0
+    line = capsys.readouterr().out.strip()
+    assert "(64.0 MiB, 1 part," in line, line
+    assert re.search(r" s \([\d.]+ [kMG]?B/s of image data\)$", line), line
