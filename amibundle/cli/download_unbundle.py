@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from amibundle import s3
-from amibundle.cli._common import Announcements, command_parser, human_size, print_json, rate
+from amibundle.cli._common import (
+    Announcements,
+    command_parser,
+    human_size,
+    plural,
+    print_json,
+    rate_note,
+)
 from amibundle.cli._options import OptionParser, Style, exclusive
 from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._s3options import (
@@ -149,9 +156,9 @@ def report(result: DownloadUnbundleResult, *, json_output: bool, out: TextIO) ->
         return
     where = "standard output" if result.output_kind == "stream" else result.output
     print(
-        f"Unbundled {human_size(result.size)} image to {where} from {result.parts} parts "
-        f"({human_size(result.bytes_downloaded)} downloaded) in {result.seconds:.1f} s "
-        f"({rate(result.size, result.seconds)})",
+        f"Unbundled {human_size(result.size)} image to {where} from "
+        f"{plural(result.parts, 'part')} ({human_size(result.bytes_downloaded)} downloaded) "
+        f"in {result.seconds:.1f} s{rate_note(result.size, result.seconds)}",
         file=out,
     )
 
