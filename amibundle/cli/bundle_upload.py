@@ -10,7 +10,14 @@ from pathlib import Path
 
 from amibundle import s3
 from amibundle.cli._aws import account_of, print_leftovers
-from amibundle.cli._common import Announcements, command_parser, human_size, print_json, rate
+from amibundle.cli._common import (
+    Announcements,
+    command_parser,
+    human_size,
+    plural,
+    print_json,
+    rate_note,
+)
 from amibundle.cli._options import OptionParser, Style, add_check, add_common_options, mandatory
 from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._s3options import add_s3_options, check_common, note_sigv, settings_from
@@ -207,10 +214,11 @@ def report(result: BundleUploadResult, *, json_output: bool, tool: str) -> None:
         return
     report_bucket(result)
     if result.replaced_keys:
-        print(f"Deleted {len(result.replaced_keys)} parts of the bundle it replaced")
+        print(f"Deleted {plural(len(result.replaced_keys), 'part')} of the bundle it replaced")
     print(
-        f"{tool} complete: {len(result.part_keys)} parts, {human_size(result.bundled_size)} "
-        f"in {result.seconds:.1f} s ({rate(result.data_size, result.seconds)} of image data); "
+        f"{tool} complete: {plural(len(result.part_keys), 'part')}, "
+        f"{human_size(result.bundled_size)} in {result.seconds:.1f} s"
+        f"{rate_note(result.data_size, result.seconds, 'of image data')}; "
         f"manifest at {result.bucket.url(result.manifest_key)}"
     )
 

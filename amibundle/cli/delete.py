@@ -9,7 +9,7 @@ from typing import TextIO
 
 from amibundle import s3
 from amibundle.cli import _prompt
-from amibundle.cli._common import command_parser, print_json
+from amibundle.cli._common import command_parser, plural, print_json
 from amibundle.cli._errors import exit_code_for
 from amibundle.cli._options import OptionParser, Style
 from amibundle.cli._s3options import (
@@ -133,7 +133,7 @@ def report(result: s3.DeleteResult, bucket: s3.BucketRef, *, json_output: bool) 
     if json_output:
         print_json(result.to_dict())
         return
-    print(f"Deleted {len(result.deleted)} objects from {bucket.url()}")
+    print(f"Deleted {plural(len(result.deleted), 'object')} from {bucket.url()}")
     if result.bucket_removed:
         print(f"Removed bucket {bucket.bucket}")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from amibundle.cli._aws import add_ec2_url
-from amibundle.cli._common import command_parser, print_json
+from amibundle.cli._common import command_parser, plural, print_json
 from amibundle.cli._options import OptionParser, Style
 from amibundle.cli._s3options import add_s3_options, check_common, finish_s3_parser, settings_from
 from amibundle.ec2.deregister import DeregisterResult, deregister_image
@@ -49,7 +49,7 @@ def report(result: DeregisterResult, *, json_output: bool) -> None:
     print(f"Deregistered {result.image_id} ({result.name}) in {result.region}")
     if result.deleted_keys:
         print(
-            f"Deleted its bundle: {len(result.deleted_keys)} objects at "
+            f"Deleted its bundle: {plural(len(result.deleted_keys), 'object')} at "
             f"s3://{result.image_location}"
         )
 

@@ -7,7 +7,14 @@ import argparse
 import sys
 
 from amibundle import s3
-from amibundle.cli._common import Announcements, command_parser, human_size, print_json, rate
+from amibundle.cli._common import (
+    Announcements,
+    command_parser,
+    human_size,
+    plural,
+    print_json,
+    rate_note,
+)
 from amibundle.cli._migrate import add_mapping_options, check_credentials, choose_ids
 from amibundle.cli._options import (
     CLASSIC_COMMON_LONGS,
@@ -237,9 +244,9 @@ def report(result: s3.CopyResult, lines: tuple[str, ...]) -> None:
     if result.bucket_created:
         print(f"Created bucket {result.bucket.bucket} in {result.region}")
     print(
-        f"Copy complete: {result.parts_copied} parts copied, {result.parts_skipped} already "
-        f"there, {human_size(result.bytes_copied)} in {result.seconds:.1f} s "
-        f"({rate(result.bytes_copied, result.seconds)}) by server-side copy"
+        f"Copy complete: {plural(result.parts_copied, 'part')} copied, {result.parts_skipped} "
+        f"already there, {human_size(result.bytes_copied)} in {result.seconds:.1f} s"
+        f"{rate_note(result.bytes_copied, result.seconds)} by server-side copy"
     )
     print(f"\nYour new bundle is in {result.bucket.bucket}/{result.manifest_key}")
     print("Register it with EC2 (aws ec2 register-image --image-location ...) to use it.")

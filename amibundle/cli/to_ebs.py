@@ -6,7 +6,7 @@ import argparse
 import shlex
 from dataclasses import replace
 
-from amibundle.cli._common import command_parser, human_size, print_json, rate_note
+from amibundle.cli._common import command_parser, human_size, plural, print_json, rate_note
 from amibundle.cli._options import OptionParser, Style, add_check, add_common_options, exclusive
 from amibundle.cli._progress import add_progress_option, progress_for
 from amibundle.cli._s3options import (
@@ -354,7 +354,7 @@ def _summary(result: SnapshotResult, image: RegisteredImage | None) -> None:
     )
     print(
         f"Snapshot {result.snapshot_id} ({result.volume_size} GiB, {kind}, {result.state}): "
-        f"{result.blocks_written} blocks written ({human_size(result.bytes_sent)}) in "
+        f"{plural(result.blocks_written, 'block')} written ({human_size(result.bytes_sent)}) in "
         f"{result.seconds:.1f} s{rate_note(result.bytes_sent, result.seconds)}"
     )
     if image is not None:

@@ -92,7 +92,7 @@ def test_the_summary_says_how_to_register(
     assert main(["to-ebs", "-i", str(image), "-q", "--arch", "x86_64"]) == 0
     first, second = capsys.readouterr().out.splitlines()
     match = re.fullmatch(
-        r"Snapshot (snap-[0-9a-f]+) \(1 GiB, partitionless image, pending\): 1 blocks written "
+        r"Snapshot (snap-[0-9a-f]+) \(1 GiB, partitionless image, pending\): 1 block written "
         r"\(512\.0 KiB\) in .*",
         first,
     )
