@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from amibundle.errors import AmibundleError, UsageError
+from amibundle.errors import AmibundleError, UsageError, plural
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -191,10 +191,6 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def error_code(err: BaseException) -> tuple[str, int]:
     """The error code (else the HTTP status) and the HTTP status of a refused
     request (``("0", 0)`` for an error without a response)."""
@@ -214,7 +210,7 @@ def refusal_reason(err: BaseException) -> str:
     retries = int(response.get("ResponseMetadata", {}).get("RetryAttempts") or 0)
     reason = f"{code} ({status})" + (f" {why}" if why else "")
     if retries:
-        reason += f" after {_count(retries + 1, 'attempt')}"
+        reason += f" after {plural(retries + 1, 'attempt')}"
     if message and message not in (code, str(status)):
         reason += f": {message}"
     return reason
@@ -249,7 +245,7 @@ def failure(service: Service[E], what: str, err: Exception, attempts: int | None
         )
     if isinstance(err, PartialCredentialsError):
         return service.credentials_error(f"cannot {what}: {one_line(str(err))}")
-    tries = f" (after {_count(attempts, 'attempt')})" if attempts else ""
+    tries = f" (after {plural(attempts, 'attempt')})" if attempts else ""
     if isinstance(err, EndpointConnectionError):
         endpoint = err.kwargs.get("endpoint_url", service.endpoint)
         return service.error(f"cannot {what}: cannot connect to {endpoint}{tries}")

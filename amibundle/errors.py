@@ -98,6 +98,7 @@ __all__ = [
     "VolumeError",
     "Spelling",
     "python_spelling",
+    "plural",
     "shorten",
 ]
 
@@ -117,6 +118,11 @@ def shorten(text: str, limit: int = SHOWN_CHARACTERS) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text)} characters)"
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 part``, ``2 parts``: counts in messages and summaries."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def python_spelling(template: str, param: str | None) -> str:

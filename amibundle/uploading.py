@@ -33,7 +33,7 @@ from botocore.exceptions import ClientError
 
 from amibundle.bundling import OpenImage, open_image, signed_manifest
 from amibundle.crypto import BundleKey
-from amibundle.errors import LeftoversError, OutputExistsError, StorageError, UsageError
+from amibundle.errors import LeftoversError, OutputExistsError, StorageError, UsageError, plural
 from amibundle.format import manifest as mf
 from amibundle.format.manifest_reader import parse_manifest
 from amibundle.format.tar import stored_size
@@ -355,7 +355,7 @@ def _clean_up(
         certain = [key for key in left if key in confirmed]
         maybe = [key for key in left if key not in confirmed]
         raise LeftoversError(
-            f"{_reason(cause)}; and {len(certain)} objects already uploaded could not be "
+            f"{_reason(cause)}; and {plural(len(certain), 'object')} already uploaded could not be "
             f"deleted: they are left in s3://{bucket.bucket}/"
             + (f" (and {len(maybe)} whose upload failed may be there too)" if maybe else ""),
             bucket=bucket.bucket,

@@ -11,6 +11,7 @@ from typing import Any
 
 from amibundle import __version__
 from amibundle.cli._options import OptionParser, Style
+from amibundle.errors import plural
 from amibundle.progress import Progress, Stage
 
 __all__ = [
@@ -63,11 +64,6 @@ def rate_note(nbytes: int, seconds: float, what: str = "") -> str:
     if nbytes < _RATE_MIN_BYTES or seconds < _RATE_MIN_SECONDS:
         return ""
     return f" ({rate(nbytes, seconds)}{' ' + what if what else ''})"
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 part``, ``2 parts``."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def print_json(data: Mapping[str, Any]) -> None:

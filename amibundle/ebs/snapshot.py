@@ -31,7 +31,7 @@ from typing import Any
 
 from amibundle.ebs.blocks import BLOCK_SIZE, WrittenBlocks
 from amibundle.ebs.client import EbsConnection, ebs_errors, ebs_failure
-from amibundle.errors import EbsError, UsageError
+from amibundle.errors import EbsError, UsageError, plural
 from amibundle.validate import Problems, check_text
 
 __all__ = [
@@ -260,7 +260,7 @@ class SnapshotSession:
         """CompleteSnapshot. A Ctrl-C held back while it was sent is taken
         once it is accepted as what it then is: too late to stop anything
         (``interrupted`` says so; the caller then does not wait)."""
-        what = f"complete {self.snapshot_id} ({written.count} blocks)"
+        what = f"complete {self.snapshot_id} ({plural(written.count, 'block')})"
         answer: dict[str, Any] | None = None
         try:
             with _signals_held(), ebs_errors(what, self._conn):

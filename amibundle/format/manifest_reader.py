@@ -23,7 +23,7 @@ import re
 
 from lxml import etree
 
-from amibundle.errors import ManifestError, shorten
+from amibundle.errors import ManifestError, plural, shorten
 from amibundle.format.manifest import (
     CIPHER_ALGORITHM,
     DIGEST_ALGORITHM,
@@ -309,7 +309,7 @@ def _read_parts(r: _FieldReader, image: etree._Element | None) -> tuple[PartEntr
         ):
             r.report(
                 "image/parts/count",
-                f"image/parts says count='{count}' but lists {len(elements)} part(s)",
+                f"image/parts says count='{count}' but lists {plural(len(elements), 'part')}",
             )
     by_index: dict[int, PartEntry] = {}
     for position, element in enumerate(elements):

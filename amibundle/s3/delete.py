@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from amibundle.errors import BucketNotEmptyError, UsageError
+from amibundle.errors import BucketNotEmptyError, UsageError, plural
 from amibundle.format import manifest as mf
 from amibundle.format.manifest_reader import parse_manifest
 from amibundle.reading import read_manifest
@@ -55,17 +55,13 @@ def _remove_bucket_if_empty(conn: Connection, bucket: BucketRef, deleted: Sequen
     if contents:
         # Both halves: the bundle is gone, the bucket is not.
         raise BucketNotEmptyError(
-            f"deleted the bundle ({_count(len(deleted), 'object')} from {bucket.url()}), "
+            f"deleted the bundle ({plural(len(deleted), 'object')} from {bucket.url()}), "
             f"but kept bucket {name}: it is not empty (it holds {contents[0]['Key']})",
             deleted=deleted,
             hint="delete what else it holds first, or leave out {switch}",
         )
     with s3_errors(f"remove bucket {name}", conn):
         conn.client.delete_bucket(Bucket=name)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def delete_bundle(

@@ -359,7 +359,7 @@ def invalid_cases() -> list[HostileCase]:
         ),
         HostileCase("other-cipher", data.replace(b"AES-128-CBC", b"DES", 1), "'DES'"),
         HostileCase(
-            "count-mismatch", edit(b"count='2'", b"count='3'"), "count='3' but lists 2 part(s)"
+            "count-mismatch", edit(b"count='2'", b"count='3'"), "count='3' but lists 2 parts"
         ),
         HostileCase("count-missing", edit(b"<parts count='2'>", b"<parts>"), "no count attribute"),
         HostileCase("indices-from-one", edit(b"index='0'", b"index='2'"), "part[0] has index '2'"),
