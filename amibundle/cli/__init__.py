@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import logging
 import os
@@ -18,9 +19,9 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType, ModuleType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from amibundle import __version__, interrupts
 from amibundle.cli._common import version_text
@@ -145,6 +146,31 @@ def _already_stopping(signum: int, frame: FrameType | None) -> None:
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def _interrupt_main_soon() -> None:
+    time.sleep(0.01)
+    # A real signal: it also wakes a main thread that waits in a system call.
+    main = threading.main_thread().ident
+    if main is not None:
+        signal.pthread_kill(main, signal.SIGINT)
+
+
+def _interrupt_again(unraisable: Any, previous: Callable[[Any], None]) -> None:
+    """``sys.unraisablehook`` while a command runs. Python runs a signal
+    handler between any two bytecodes, also inside a weakref callback or a
+    ``__del__``, whose exceptions it only prints ("Exception ignored in");
+    the interrupt would be lost there. So ours is armed and raised again, to
+    strike in the code that runs next."""
+    ours_fired = signal.getsignal(signal.SIGINT) is _already_stopping
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and ours_fired:
+        for number in _STOP_SIGNALS:
+            signal.signal(number, _interrupt)
+        # From another thread, a moment later: tripped now, the handler would
+        # run at this hook's next bytecode and be lost again.
+        threading.Thread(target=_interrupt_main_soon, daemon=True).start()
+        return
+    previous(unraisable)
+
+
 @contextlib.contextmanager
 def _signal_handlers() -> Iterator[None]:
     """Ours while a command runs, unless an embedding program set its own;
@@ -154,9 +180,12 @@ def _signal_handlers() -> Iterator[None]:
     ours = [number for number, default in defaults.items() if previous[number] is default]
     for number in ours:
         signal.signal(number, _interrupt)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_interrupt_again, previous=previous_hook)
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for number in ours:
             signal.signal(number, previous[number])
 
