@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from amibundle import interrupts
 from amibundle.compression import Compression
 from amibundle.crypto import BundleKey, sign, wrap_secret
 from amibundle.errors import UsageError, shorten
@@ -221,9 +222,11 @@ def bundle_image(
         image_path, name, size_checks=size_checks, image_format=image_format,
         image_size=image_size, progress=progress, notify=notify,
     ) as source:  # fmt: skip
-        sink = DirectoryPartSink(folder, name, overwrite=force)
+        sink: DirectoryPartSink | None = None
         written: tuple[Path, ...] = ()
         try:
+            with interrupts.held():  # the work folder is never made without being known here
+                sink = DirectoryPartSink(folder, name, overwrite=force)
             stream = bundle_stream(
                 source.reader, source.member, key, sink, part_size=part_size, codec=codec,
                 progress=progress,
@@ -244,7 +247,8 @@ def bundle_image(
                 beside=[(path.name, data) for path, data in generated] if here else [],
             )
         except BaseException:
-            sink.abort()
+            if sink is not None:
+                sink.abort()
             for path in written:
                 path.unlink(missing_ok=True)
             raise

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from amibundle import interrupts
 from amibundle.errors import OutputExistsError, StorageError, UsageError, shorten
 
 __all__ = [
@@ -281,11 +282,17 @@ def publish(temp: Path, final: Path, *, overwrite: bool) -> None:
 def temp_output(final: Path, *, keep_on_failure: bool = False) -> Iterator[TempOutput]:
     """A :class:`TempOutput` that is removed again unless it was published
     (or kept, with ``keep_on_failure``)."""
-    out = TempOutput(final, keep_on_failure=keep_on_failure)
+    made: list[TempOutput] = []
     try:
-        yield out
+        # An interrupt while the file is made waits until it is known here
+        # (and so removed): a signal that struck between mkstemp and this
+        # block left a stray temporary file.
+        with interrupts.held():
+            made.append(TempOutput(final, keep_on_failure=keep_on_failure))
+        yield made[0]
     finally:
-        out.discard()
+        for out in made:
+            out.discard()
 
 
 def write_atomically(path: Path, data: bytes, *, overwrite: bool, mode: int = 0o644) -> None:
