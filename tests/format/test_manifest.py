@@ -337,9 +337,22 @@ def test_damaged_manifests_give_manifest_error_or_parse(data: st.DataObject) -> 
     except ManifestError as err:
         assert str(err) and "\n" not in str(err)
     else:
+        # The signed data is the two sections' own bytes, each cut from the
+        # file as it is (text between them, like a stray '>', is in neither).
+        end = parsed.signed_data.index(b"</machine_configuration>") + 24
+        assert parsed.signed_data[:end] in bytes(raw)
+        assert parsed.signed_data[end:] in bytes(raw)
         # Whatever the reader accepts, the writer can write again.
-        assert parsed.signed_data in bytes(raw)
         render(replace(parsed.manifest, signature=parsed.manifest.signature or "00"))
+
+
+def test_text_between_the_signed_sections_is_signed_by_neither() -> None:
+    """EC2 verifies the two sections' bytes, concatenated; what lies between
+    them (here a stray '>', found by the property test above) is not signed."""
+    raw = rendered(block_device_mapping=(DeviceMapping("ami", "sda1"),))
+    damaged = raw.replace(b"</machine_configuration><image>", b"</machine_configuration>><image>")
+    assert damaged != raw
+    assert parse(damaged).signed_data == parse(raw).signed_data
 
 
 def test_upper_case_hex_is_read_as_lower_case() -> None:
