@@ -282,16 +282,16 @@ def publish(temp: Path, final: Path, *, overwrite: bool) -> None:
 def temp_output(final: Path, *, keep_on_failure: bool = False) -> Iterator[TempOutput]:
     """A :class:`TempOutput` that is removed again unless it was published
     (or kept, with ``keep_on_failure``)."""
-    made: list[TempOutput] = []
+    out: TempOutput | None = None
     try:
         # An interrupt while the file is made waits until it is known here
         # (and so removed): a signal that struck between mkstemp and this
         # block left a stray temporary file.
         with interrupts.held():
-            made.append(TempOutput(final, keep_on_failure=keep_on_failure))
-        yield made[0]
+            out = TempOutput(final, keep_on_failure=keep_on_failure)
+        yield out
     finally:
-        for out in made:
+        if out is not None:
             out.discard()
 
 

@@ -169,7 +169,8 @@ def bundle_upload(
     key = BundleKey.generate(randbytes)
     with open_image(image_path, name, size_checks=size_checks) as source:
         part_keys, stream = _stream_to_bucket(
-            conn, bucket, source, key, name=name, metadata=metadata, keys=keys, acl=acl,
+            conn, bucket, source, key, name=name, manifest_key=manifest_key,
+            metadata=metadata, keys=keys, acl=acl,
             part_size=part_size, codec=codec, keep_partial=keep_partial, progress=progress,
         )  # fmt: skip
     stale = [k for k in replaced if k not in set(part_keys)]
@@ -207,6 +208,7 @@ def _stream_to_bucket(
     key: BundleKey,
     *,
     name: str,
+    manifest_key: str,
     metadata: BundleMetadata,
     keys: BundleKeys,
     acl: str,
@@ -218,7 +220,6 @@ def _stream_to_bucket(
     """The image's stream into ``bucket``: parts as they are cut, then the
     manifest once every part is confirmed. On any failure, what was sent is
     deleted (unless ``keep_partial``) before the error goes on."""
-    manifest_key = bucket.key(f"{name}.manifest.xml")
     batched = BatchedProgress(progress or NullProgress())
     sink = S3PartSink(
         conn,

@@ -135,18 +135,19 @@ class Member:
     @property
     def data_size(self) -> int:
         """Bytes in the data regions: what was written, holes left out."""
-        if isinstance(self.sparse_map, ExtentMap):
-            return self.sparse_map.stored
-        return sum(extent.length for extent in self.sparse_map)
+        return _data_bytes(self.sparse_map)
 
 
 def stored_size(info: MemberInfo) -> int:
     """Bytes of member data that follow the header blocks (before padding)."""
-    if info.extents is None:
-        return info.size
-    if isinstance(info.extents, ExtentMap):
-        return info.extents.stored
-    return sum(extent.length for extent in info.extents)
+    return info.size if info.extents is None else _data_bytes(info.extents)
+
+
+def _data_bytes(extents: Sequence[Extent]) -> int:
+    """The sum of the extents' lengths (an ExtentMap keeps it)."""
+    if isinstance(extents, ExtentMap):
+        return extents.stored
+    return sum(extent.length for extent in extents)
 
 
 def padding(nbytes: int) -> bytes:
