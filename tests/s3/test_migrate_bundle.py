@@ -27,22 +27,33 @@ NAME = "img.manifest.xml"
 pytestmark = pytest.mark.usefixtures("no_aws_config")
 
 
-@pytest.fixture
-def source(s3_server: S3Server, tmp_path: Path, user_id: Identity) -> Bundle:
-    """A five-part bundle uploaded to s3://src-bucket/old/ (not through any proxy)."""
+def uploaded_source(
+    server: S3Server,
+    tmp_path: Path,
+    user: Identity,
+    *,
+    size: int,
+    seed: int,
+    region: str | None = None,
+) -> Bundle:
+    """A bundle uploaded to s3://src-bucket/old/ (not through any proxy)."""
     from amibundle import s3
 
-    bundle = make_bundle(tmp_path, user_id, size=300_000, seed=7)
-    s3.upload_bundle(
-        bundle.manifest,
-        "src-bucket/old",
-        settings=s3.S3Settings(
-            access_key=s3_server.access_key,
-            secret_key=s3_server.secret_key,
-            endpoint_url=s3_server.endpoint_url,
-        ),
+    bundle = make_bundle(tmp_path, user, size=size, seed=seed)
+    settings = s3.S3Settings(
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+        endpoint_url=server.endpoint_url,
+        region=region,
     )
+    s3.upload_bundle(bundle.manifest, "src-bucket/old", settings=settings)
     return bundle
+
+
+@pytest.fixture
+def source(s3_server: S3Server, tmp_path: Path, user_id: Identity) -> Bundle:
+    """A five-part bundle in s3://src-bucket/old/."""
+    return uploaded_source(s3_server, tmp_path, user_id, size=300_000, seed=7)
 
 
 def argv(server: S3Server, user: Identity, url: str, *extra: str) -> list[str]:
@@ -144,16 +155,7 @@ def test_a_rerun_copies_only_what_is_missing_or_different(
 def test_source_and_destination_through_different_endpoints_and_regions(
     moto_s3: S3Server, tmp_path: Path, user_id: Identity, make_proxy: MakeProxy
 ) -> None:
-    from amibundle import s3
-
-    bundle = make_bundle(tmp_path, user_id, size=150_000, seed=3)
-    settings = s3.S3Settings(
-        access_key=moto_s3.access_key,
-        secret_key=moto_s3.secret_key,
-        endpoint_url=moto_s3.endpoint_url,
-        region="us-west-2",
-    )
-    s3.upload_bundle(bundle.manifest, "src-bucket/old", settings=settings)
+    bundle = uploaded_source(moto_s3, tmp_path, user_id, size=150_000, seed=3, region="us-west-2")
     here, there = make_proxy(moto_s3.endpoint_url), make_proxy(moto_s3.endpoint_url)
     words = argv(moto_s3, user_id, there.endpoint_url, "--source-url", here.endpoint_url)
     words += ["--source-region", "us-west-2", "--region", "eu-west-1"]
@@ -177,15 +179,7 @@ def test_source_and_destination_through_different_endpoints_and_regions(
 def test_a_missing_source_part_stops_before_anything_is_copied(
     moto_s3: S3Server, tmp_path: Path, user_id: Identity, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from amibundle import s3
-
-    bundle = make_bundle(tmp_path, user_id, size=150_000, seed=4)
-    settings = s3.S3Settings(
-        access_key=moto_s3.access_key,
-        secret_key=moto_s3.secret_key,
-        endpoint_url=moto_s3.endpoint_url,
-    )
-    s3.upload_bundle(bundle.manifest, "src-bucket/old", settings=settings)
+    bundle = uploaded_source(moto_s3, tmp_path, user_id, size=150_000, seed=4)
     client = moto_s3.client()
     client.delete_object(Bucket="src-bucket", Key=f"old/{bundle.parts[0].name}")
     assert classic_main("ec2-migrate-bundle", argv(moto_s3, user_id, moto_s3.endpoint_url)) == 3
@@ -202,15 +196,7 @@ def test_a_missing_source_part_stops_before_anything_is_copied(
 def test_a_destination_bucket_elsewhere_is_exit_10(
     moto_s3: S3Server, tmp_path: Path, user_id: Identity, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from amibundle import s3
-
-    bundle = make_bundle(tmp_path, user_id, size=70_000, seed=5)
-    settings = s3.S3Settings(
-        access_key=moto_s3.access_key,
-        secret_key=moto_s3.secret_key,
-        endpoint_url=moto_s3.endpoint_url,
-    )
-    s3.upload_bundle(bundle.manifest, "src-bucket/old", settings=settings)
+    uploaded_source(moto_s3, tmp_path, user_id, size=70_000, seed=5)
     moto_s3.client().create_bucket(Bucket="dst-bucket")  # US Standard
     words = argv(moto_s3, user_id, moto_s3.endpoint_url, "--location", "EU")
     assert classic_main("ec2-migrate-bundle", words) == 10
